@@ -1,0 +1,467 @@
+"""Command-line interface: ``npmf train | summary | predict | recommend | download``.
+
+This is the only module that prints. User errors end with one line on
+stderr and exit status 2 (``--debug`` shows the traceback instead).
+"""
+
+import argparse
+import csv
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from npmf import __version__
+
+logger = logging.getLogger("npmf")
+
+SPLITS = ("tutorial", "u1", "u2", "u3", "u4", "u5", "ua", "ub", "random")
+
+
+class UsageError(Exception):
+    """A mistake in the command line or its inputs, reported in one line."""
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def _add_data_args(p, splits=True):
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None,
+                   help="named dataset: ml-100k, ml-1m, ml-latest-small, ml-25m "
+                        "(default ml-100k unless --ratings is given)")
+    g.add_argument("--ratings", type=Path, default=None,
+                   help="train on this ratings file instead of a named dataset")
+    g.add_argument("--format", default=None, choices=("ml-100k", "ml-1m", "ml-latest", "csv"),
+                   help="format of --ratings (default: csv)")
+    g.add_argument("--user-col", default="user", help="user column of a csv file")
+    g.add_argument("--item-col", default="item", help="item column of a csv file")
+    g.add_argument("--rating-col", default="rating", help="rating column of a csv file")
+    g.add_argument("--sep", default=None, help="field separator of a csv file")
+    g.add_argument("--duplicates", default="error", choices=("error", "last", "first", "mean"),
+                   help="what to do with repeated (user, item) pairs")
+    g.add_argument("--data-dir", type=Path, default=None,
+                   help="folder holding the datasets (default: $NPMF_DATA)")
+    g.add_argument("--download", action="store_true",
+                   help="download a missing named dataset from GroupLens")
+    if splits:
+        g.add_argument("--split", default="tutorial", choices=SPLITS,
+                       help="tutorial 80/20 split (random_state 2021), a canonical "
+                            "ml-100k fold, or a seeded random split")
+        g.add_argument("--test-size", type=float, default=0.2,
+                       help="test fraction of --split random")
+
+
+def _add_model_args(p):
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="mf", choices=("mf", "deep"))
+    g.add_argument("--factors", dest="n_factors", type=int, default=None,
+                   help="embedding size k (default 200)")
+    g.add_argument("--hidden", default=None,
+                   help="deep model: hidden widths, comma separated (default 2048,256)")
+    g.add_argument("--activation", default=None,
+                   help="deep model: linear, relu, sigmoid or tanh (default linear)")
+
+
+def _add_train_args(p):
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", dest="n_epochs", type=int, default=None,
+                   help="epochs (default 60 for mf, 65 for deep)")
+    g.add_argument("--batch-size", type=int, default=None,
+                   help="batch size (default 256 for mf, 512 for deep)")
+    g.add_argument("--learning-rate", type=float, default=None,
+                   help="step size (default: 0.01 for sgd, 0.001 for adamax)")
+    g.add_argument("--optimizer", default=None, choices=("sgd", "adamax"))
+    g.add_argument("--l2", type=float, default=None,
+                   help="whole-table L2 weight on the embeddings (default 0.01)")
+    g.add_argument("--loss", default=None, choices=("rmse", "mse"))
+    g.add_argument("--seed", type=int, default=None, help="random seed")
+
+
+def build_parser():
+    """Build the argument parser.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Parser with one subcommand per action.
+    """
+    parser = argparse.ArgumentParser(
+        prog="npmf", description="NumPy matrix factorisation and deep recommenders.")
+    parser.add_argument("--version", action="version", version=f"npmf {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model and evaluate it on the test split")
+    _add_model_args(p)
+    _add_train_args(p)
+    _add_data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("summary", help="print layers and parameter counts")
+    _add_model_args(p)
+    _add_data_args(p, splits=False)
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("predict", help="predict ratings with a trained model")
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--user", default=None)
+    p.add_argument("--item", default=None)
+    p.add_argument("--pairs", type=Path, default=None,
+                   help="file of pairs: csv or tab separated, header with user and item")
+    p.add_argument("--out", type=Path, default=None, help="write predictions here (csv)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("recommend", help="top-N items for a user")
+    p.add_argument("--model-dir", type=Path, required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("-n", type=int, default=10, help="how many items")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("download", help="download a named dataset from GroupLens")
+    p.add_argument("name", help="ml-100k, ml-1m, ml-latest-small or ml-25m")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.set_defaults(func=cmd_download)
+    return parser
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_ratings(args):
+    """Load the ratings table the arguments name, with titles when known.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    ratings : DataFrame
+        Columns ``user``, ``item``, ``rating``.
+    titles : dict
+        Raw item id to title (empty when unknown).
+    source : str
+        Dataset name or file path, for messages.
+    """
+    from npmf import data
+
+    if args.ratings is not None:
+        if args.dataset is not None:
+            raise UsageError("give either --dataset or --ratings, not both")
+        ratings = data.read_ratings(
+            args.ratings, args.format or "csv", sep=args.sep, user_col=args.user_col,
+            item_col=args.item_col, rating_col=args.rating_col,
+            duplicates=args.duplicates)
+        return ratings, {}, str(args.ratings)
+    name = args.dataset or "ml-100k"
+    if name not in data.DATASETS:
+        raise UsageError(f"--dataset must be one of {sorted(data.DATASETS)}, got {name!r}")
+    ratings = data.load_dataset(name, args.data_dir, download=args.download,
+                                duplicates=args.duplicates)
+    try:
+        titles = data.read_titles(name, args.data_dir)
+    except (data.DataError, OSError) as err:
+        logger.warning("no titles: %s", err)
+        titles = {}
+    return ratings, titles, name
+
+
+def split_ratings(args, ratings, source):
+    """Split the ratings as ``--split`` asks.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+    ratings : DataFrame
+        The whole table.
+    source : str
+        Dataset name or file, for messages.
+
+    Returns
+    -------
+    train, test : DataFrame
+        The two parts.
+    """
+    from npmf import data
+
+    if args.split == "tutorial":
+        return data.tutorial_split(ratings)
+    if args.split == "random":
+        return data.random_split(ratings, test_size=args.test_size,
+                                 seed=0 if args.seed is None else args.seed)
+    if source != "ml-100k":
+        raise UsageError(f"--split {args.split} exists for ml-100k only, not {source}")
+    return data.canonical_split(args.split, args.data_dir)
+
+
+def build_estimator(args):
+    """Make the estimator the model and training flags describe.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    RatingModel
+        Unfitted estimator; unset flags keep the class defaults.
+    """
+    from npmf.estimator import MODELS
+
+    if args.model not in MODELS:
+        raise UsageError(f"--model {args.model} is not available in this version")
+    cls = MODELS[args.model]
+    kwargs = {}
+    for key in cls._param_names:
+        value = getattr(args, key, None)
+        if value is not None:
+            kwargs[key] = value
+    if "hidden" in cls._param_names and args.hidden is not None:
+        try:
+            kwargs["hidden"] = tuple(int(w) for w in args.hidden.split(","))
+        except ValueError as err:
+            raise UsageError(
+                f"--hidden must be comma-separated integers like 2048,256, "
+                f"got {args.hidden!r}") from err
+    elif args.hidden is not None or args.activation is not None:
+        raise UsageError(f"--hidden and --activation apply to --model deep, not {args.model}")
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _format_record(record, n_epochs):
+    parts = [f"epoch {record['epoch']}/{n_epochs}"]
+    for key in ("loss", "rmse", "val_loss", "val_rmse"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.4f}")
+    parts.append(f"time {record['seconds']:.2f}s")
+    return " ".join(parts)
+
+
+def cmd_train(args):
+    """Train, write model, history and plot, print the test RMSE."""
+    from npmf.io import atomic_path, save_model
+
+    ratings, titles, source = load_ratings(args)
+    train, test = split_ratings(args, ratings, source)
+    model = build_estimator(args)
+    print(f"data {source}: {len(ratings)} ratings, {ratings.user.nunique()} users, "
+          f"{ratings.item.nunique()} items; train {len(train)}, test {len(test)}")
+
+    t0 = time.perf_counter()
+    model.fit(
+        train[["user", "item"]], train["rating"].to_numpy(),
+        validation_data=(test[["user", "item"]], test["rating"].to_numpy()),
+        user_ids=ratings["user"].unique(), item_ids=ratings["item"].unique(),
+        progress=not args.no_progress and sys.stderr.isatty(),
+        on_epoch_end=lambda rec: print(_format_record(rec, model.n_epochs), flush=True),
+    )
+    seconds = time.perf_counter() - t0
+    scores = model.evaluate(test[["user", "item"]], test["rating"].to_numpy())
+
+    # outputs: model, history, plot; each written atomically
+    out = args.out
+    extra = {}
+    if titles:
+        extra["item_titles"] = np.array(
+            [str(titles.get(raw, "")) for raw in model.item_map_.ids.tolist()])
+    save_model(model, out / "model.npz", extra=extra)
+    _write_history(model.history_, out / "history.csv", atomic_path)
+    _plot_history(model.history_, out / "rmse.png", atomic_path)
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(scores, indent=2) + "\n")
+
+    print(f"trained {len(model.history_)} epochs in {seconds:.1f}s; wrote {out}/model.npz, "
+          f"history.csv, rmse.png")
+    known = ("" if scores["n_known"] == scores["n"] else
+             f"; known pairs {scores['n_known']}: rmse {scores['rmse_known']:.4f}")
+    print(f"test_rmse {scores['rmse']:.4f} test_mae {scores['mae']:.4f} "
+          f"(n={scores['n']}{known})")
+    return 0
+
+
+def _write_history(history, path, atomic_path):
+    keys = list(history[0].keys()) if history else ["epoch"]
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(history)
+
+
+def _plot_history(history, path, atomic_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [rec["epoch"] for rec in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [rec["rmse"] for rec in history], label="train")
+    if history and "val_rmse" in history[0]:
+        ax.plot(epochs, [rec["val_rmse"] for rec in history], label="validation")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("RMSE (whole set)")
+    ax.set_title("Model RMSE")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def cmd_summary(args):
+    """Print a Keras-like layer table and the parameter total."""
+    ratings, _, source = load_ratings(args)
+    model = build_estimator(args)
+    n_users, n_items = ratings.user.nunique(), ratings.item.nunique()
+    rows = model.layer_table(n_users, n_items)
+    print(f'Model: "{model.model_name}" on {source} ({n_users} users, {n_items} items)')
+    width = max(len(r[0]) for r in rows) + 2
+    print(f"{'Layer (type)':<{width}}{'Output Shape':<16}{'Param #':>12}")
+    print("-" * (width + 28))
+    for name, shape, count in rows:
+        print(f"{name:<{width}}{shape:<16}{count:>12,}")
+    print("-" * (width + 28))
+    print(f"Total params: {sum(r[2] for r in rows):,}")
+    return 0
+
+
+def _load_model_dir(model_dir):
+    from npmf.io import load_model
+
+    return load_model(Path(model_dir) / "model.npz")
+
+
+def _raw_id(text, id_map):
+    """Convert a command-line id to the map's id type."""
+    if id_map.ids.dtype.kind in "iu":
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    return str(text)
+
+
+def cmd_predict(args):
+    """Predict ratings for one pair or a file of pairs."""
+    import pandas as pd
+
+    model, _ = _load_model_dir(args.model_dir)
+    if args.pairs is not None:
+        if args.user is not None or args.item is not None:
+            raise UsageError("give either --pairs or --user and --item, not both")
+        pairs = pd.read_csv(args.pairs, sep=None, engine="python", dtype=str)
+        missing = {"user", "item"} - set(pairs.columns)
+        if missing:
+            raise UsageError(
+                f"{args.pairs}: line 1 must be a header naming the columns user and "
+                f"item, got {list(pairs.columns)}")
+        users = [_raw_id(x, model.user_map_) for x in pairs["user"]]
+        items = [_raw_id(x, model.item_map_) for x in pairs["item"]]
+    elif args.user is not None and args.item is not None:
+        users = [_raw_id(args.user, model.user_map_)]
+        items = [_raw_id(args.item, model.item_map_)]
+    else:
+        raise UsageError("give --user and --item, or --pairs FILE")
+    X = np.empty((len(users), 2), dtype=object)
+    X[:, 0], X[:, 1] = users, items
+    pred, ustat, istat = model.predict_detail(pd.DataFrame({"user": users, "item": items}))
+    table = pd.DataFrame({"user": users, "item": items, "prediction": np.round(pred, 4),
+                          "user_status": ustat, "item_status": istat})
+    if args.out is not None:
+        from npmf.io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            table.to_csv(tmp, index=False)
+        print(f"wrote {len(table)} predictions to {args.out}")
+    else:
+        print(table.to_string(index=False))
+    return 0
+
+
+def cmd_recommend(args):
+    """Print the top-N unrated items for a user."""
+    model, extra = _load_model_dir(args.model_dir)
+    if args.n < 1:
+        raise UsageError(f"-n must be >= 1, got {args.n}")
+    raw = _raw_id(args.user, model.user_map_)
+    if raw not in model.user_map_:
+        raise UsageError(f"user {args.user} is not in the model's {len(model.user_map_)} users")
+    u = int(model.user_map_.to_index([raw])[0])
+    if not model.user_seen_[u]:
+        print(f"note: user {args.user} has no training ratings; ranking by item biases only")
+
+    from npmf.recommend import top_n
+
+    rows = top_n(model, u, args.n)
+    titles = extra.get("item_titles")
+    print(f"top {len(rows)} for user {args.user}:")
+    for rank, (i, score) in enumerate(rows, start=1):
+        raw_item = model.item_map_.ids[i]
+        title = f"  {titles[i]}" if titles is not None else ""
+        print(f"{rank:>3}. item {raw_item} predicted {score:.3f}{title}")
+    return 0
+
+
+def cmd_download(args):
+    """Download and verify a named dataset."""
+    from npmf import data
+
+    path = data.download(args.name, args.data_dir)
+    print(f"{args.name} is in {path}")
+    return 0
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv=None):
+    """Run the command line.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (``sys.argv[1:]`` when None).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 on a user error, 1 when training
+        diverged.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if args.debug:
+        return args.func(args)
+    from npmf.io import ModelFileError
+    from npmf.train import TrainingDivergedError
+
+    try:
+        return args.func(args)
+    except TrainingDivergedError as err:
+        print(f"npmf: error: training diverged: {err}; no model written", file=sys.stderr)
+        return 1
+    except (UsageError, ValueError, TypeError, KeyError, IndexError, ModelFileError,
+            OSError) as err:
+        print(f"npmf: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("npmf: interrupted; earlier outputs left as they were", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,433 @@
+"""Estimators: the scikit-learn-style face of the math cores.
+
+``__init__`` stores hyperparameters unchanged; ``fit`` validates, trains and
+returns ``self``; learned state ends in ``_``; ``predict`` refuses to run
+before ``fit``. Every model shares this class's data handling, so the
+trainer, the CLI, saving and evaluation treat them alike.
+"""
+
+import logging
+import warnings
+
+import numpy as np
+
+from npmf.ids import IdMap
+from npmf.losses import LOSSES
+from npmf.metrics import mae, rmse
+from npmf.models import mf
+from npmf.optim import OPTIMIZERS, make_optimizer
+from npmf.train import fit_loop, predict_batches
+
+logger = logging.getLogger(__name__)
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when ``predict`` or ``save`` is called before ``fit``."""
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_nonneg_float(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def split_pairs(X, name="X"):
+    """Split a table of (user, item) raw ids into two 1-D arrays.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, 2) or DataFrame with columns user, item
+        Raw id pairs.
+    name : str, default="X"
+        Argument name, for error messages.
+
+    Returns
+    -------
+    users, items : ndarray of shape (n,)
+        Raw ids.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not two columns wide.
+    """
+    if hasattr(X, "columns") and {"user", "item"} <= set(X.columns):
+        return X["user"].to_numpy(), X["item"].to_numpy()
+    arr = np.asarray(X)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(
+            f"{name} must have shape (n, 2) with user and item ids, got {arr.shape}"
+        )
+    return arr[:, 0], arr[:, 1]
+
+
+def check_target(y, n, name="y"):
+    """Return ``y`` as float64 of shape (n,), refusing any other shape.
+
+    Parameters
+    ----------
+    y : array-like
+        Ratings.
+    n : int
+        Number of (user, item) pairs they belong to.
+    name : str, default="y"
+        Argument name, for error messages.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Ratings as float64.
+
+    Raises
+    ------
+    ValueError
+        If the shape is not ``(n,)`` or a rating is not finite. A target of
+        shape ``(n, 1)`` or ``(n, 4)`` would otherwise broadcast against the
+        predictions into an ``(n, n)`` loss.
+    """
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise ValueError(
+            f"{name} must have shape ({n},), one rating per (user, item) pair, "
+            f"got shape {y.shape}"
+        )
+    try:
+        y = y.astype(np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}") from err
+    bad = np.flatnonzero(~np.isfinite(y))
+    if bad.size:
+        raise ValueError(
+            f"{name} must be finite, got {y[bad[0]]} at position {bad[0]} "
+            f"({bad.size} non-finite)"
+        )
+    return y
+
+
+class RatingModel:
+    """Shared ``fit``/``predict`` logic; subclasses name their math core.
+
+    Subclasses define ``model_name``, ``_core()`` returning an object with
+    ``forward`` and ``backward``, ``_init_params(n_users, n_items, rng)``
+    and ``_check_hyperparameters()``.
+    """
+
+    model_name = None
+
+    def get_params(self):
+        """Return the hyperparameters as a dict (scikit-learn's contract).
+
+        Returns
+        -------
+        dict
+            Constructor arguments by name.
+        """
+        return {key: getattr(self, key) for key in self._param_names}
+
+    def _check_common(self):
+        for key in ("n_factors", "n_epochs", "batch_size"):
+            _check_positive_int(key, getattr(self, key))
+        _check_nonneg_float("l2", self.l2)
+        if self.learning_rate is not None:
+            _check_nonneg_float("learning_rate", self.learning_rate)
+            if self.learning_rate == 0:
+                raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.seed is not None:
+            _check_positive_int("seed", self.seed + 1)
+
+    def fit(self, X, y, *, validation_data=None, user_ids=None, item_ids=None,
+            progress=False, on_epoch_end=None):
+        """Train on rated (user, item) pairs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, 2) or DataFrame with user, item columns
+            Raw user and item ids of the training ratings.
+        y : array-like of shape (n,)
+            Ratings.
+        validation_data : tuple (X_val, y_val), optional
+            Evaluated after each epoch; rows whose ids have no table row are
+            left out of it with a warning.
+        user_ids, item_ids : array-like, optional
+            Every id the tables should hold (the tutorial sizes them from
+            the whole ratings file, test rows included). Defaults to the
+            ids in ``X``.
+        progress : bool, default=False
+            Show a tqdm bar per epoch.
+        on_epoch_end : callable, optional
+            Called with each epoch's history record.
+
+        Returns
+        -------
+        self
+            The fitted estimator.
+        """
+        self._check_hyperparameters()
+        users, items = split_pairs(X)
+        y = check_target(y, len(users))
+        if len(y) == 0:
+            raise ValueError("fit needs at least one rating, got 0")
+
+        # id maps over every known id; tables get one row per distinct id
+        self.user_map_ = IdMap.from_values(users if user_ids is None else user_ids)
+        self.item_map_ = IdMap.from_values(items if item_ids is None else item_ids)
+        u = self.user_map_.to_index(users).astype(np.int32)  # (n,)
+        i = self.item_map_.to_index(items).astype(np.int32)  # (n,)
+        n_users, n_items = len(self.user_map_), len(self.item_map_)
+
+        # centre the targets on the training mean
+        self.mu_ = float(np.mean(y))
+        r = (y - self.mu_).astype(np.float32)  # (n,)
+
+        rng = np.random.default_rng(self.seed)
+        self.params_ = self._init_params(n_users, n_items, rng)
+        self.optimizer_ = make_optimizer(self.optimizer, self.learning_rate)
+        self.user_seen_ = np.bincount(u, minlength=n_users) > 0  # (n_users,)
+        self.item_seen_ = np.bincount(i, minlength=n_items) > 0  # (n_items,)
+        self.train_pairs_ = np.stack([u, i], axis=1)  # (n, 2)
+
+        val = None
+        if validation_data is not None:
+            val = self._validation_indices(*validation_data)
+        self.history_ = fit_loop(
+            self._core(), self.params_, self.optimizer_, (u, i, r),
+            n_epochs=self.n_epochs, batch_size=self.batch_size, loss=self.loss,
+            l2=self.l2, rng=rng, validation=val, on_epoch_end=on_epoch_end,
+            progress=progress,
+        )
+        return self
+
+    def _validation_indices(self, X_val, y_val):
+        vu_raw, vi_raw = split_pairs(X_val, "validation X")
+        vy = check_target(y_val, len(vu_raw), "validation y")
+        vu = self.user_map_.to_index(vu_raw, missing=-1)
+        vi = self.item_map_.to_index(vi_raw, missing=-1)
+        keep = (vu >= 0) & (vi >= 0)
+        if not keep.all():
+            warnings.warn(
+                f"{np.sum(~keep)} validation ratings have ids outside the tables "
+                f"and are left out of val_loss and val_rmse",
+                stacklevel=3,
+            )
+        if not keep.any():
+            raise ValueError("no validation rating has both ids in the tables")
+        vr = (vy[keep] - self.mu_).astype(np.float32)
+        return vu[keep].astype(np.int32), vi[keep].astype(np.int32), vr
+
+    def _check_fitted(self):
+        if not hasattr(self, "params_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet; call fit first"
+            )
+
+    def predict_detail(self, X):
+        """Predict ratings and say which ids the model knows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, 2) or DataFrame with user, item columns
+            Raw id pairs.
+
+        Returns
+        -------
+        pred : ndarray of shape (n,)
+            Predicted ratings (``mu`` added back).
+        user_status, item_status : ndarray of str of shape (n,)
+            ``"trained"`` (the id has training ratings), ``"untrained"``
+            (it has a table row but no training rating: its row was only
+            initialised and shrunk by the penalty) or ``"unknown"`` (no table
+            row).
+
+        Notes
+        -----
+        Unknown ids fall back to the biases: unknown item gives
+        ``mu + bu[u]``, unknown user gives ``mu + bi[i]``, both unknown give
+        ``mu``. Rows with both ids in the tables use the model, as the
+        tutorial's Keras model does.
+        """
+        self._check_fitted()
+        users, items = split_pairs(X)
+        u = self.user_map_.to_index(users, missing=-1)  # (n,)
+        i = self.item_map_.to_index(items, missing=-1)  # (n,)
+        ku, ki = u >= 0, i >= 0
+        both = ku & ki
+
+        pred = np.full(len(u), self.mu_, dtype=np.float64)  # (n,)
+        if both.any():
+            pred[both] += predict_batches(self._core(), self.params_, u[both], i[both])
+        only_u, only_i = ku & ~ki, ki & ~ku
+        pred[only_u] += self.params_["bu"][u[only_u]]
+        pred[only_i] += self.params_["bi"][i[only_i]]
+
+        user_status = _status(u, self.user_seen_)
+        item_status = _status(i, self.item_seen_)
+        return pred, user_status, item_status
+
+    def predict(self, X):
+        """Predict ratings for raw (user, item) id pairs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, 2) or DataFrame with user, item columns
+            Raw id pairs.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            Predicted ratings; see :meth:`predict_detail` for unknown ids.
+        """
+        pred, user_status, item_status = self.predict_detail(X)
+        n_unknown = int(np.sum((user_status == "unknown") | (item_status == "unknown")))
+        if n_unknown:
+            warnings.warn(
+                f"{n_unknown} of {len(pred)} pairs have a user or item unseen in "
+                f"training; they get bias-only fallbacks",
+                stacklevel=2,
+            )
+        return pred
+
+    def evaluate(self, X, y):
+        """Whole-set RMSE and MAE, over all rows and over known rows.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, 2) or DataFrame with user, item columns
+            Raw id pairs.
+        y : array-like of shape (n,)
+            True ratings.
+
+        Returns
+        -------
+        dict
+            ``rmse``, ``mae`` and ``n`` over all rows; ``rmse_known``,
+            ``mae_known`` and ``n_known`` over rows whose user and item both
+            have training ratings (None when there are none);
+            ``n_unknown_user``, ``n_unknown_item``, ``n_untrained``.
+        """
+        pred, user_status, item_status = self.predict_detail(X)
+        y = check_target(y, len(pred))
+        known = (user_status == "trained") & (item_status == "trained")
+        out = {"rmse": rmse(pred, y), "mae": mae(pred, y), "n": len(y)}
+        out["rmse_known"] = rmse(pred[known], y[known]) if known.any() else None
+        out["mae_known"] = mae(pred[known], y[known]) if known.any() else None
+        out["n_known"] = int(known.sum())
+        out["n_unknown_user"] = int(np.sum(user_status == "unknown"))
+        out["n_unknown_item"] = int(np.sum(item_status == "unknown"))
+        out["n_untrained"] = int(
+            np.sum((user_status == "untrained") | (item_status == "untrained"))
+        )
+        return out
+
+
+def _status(idx, seen):
+    status = np.full(len(idx), "unknown", dtype="<U9")  # (n,)
+    known = idx >= 0
+    status[known] = np.where(seen[idx[known]], "trained", "untrained")
+    return status
+
+
+class MFRegressor(RatingModel):
+    """The tutorial's matrix factorisation, trained by minibatch SGD or Adamax.
+
+    Parameters
+    ----------
+    n_factors : int, default=200
+        Embedding size ``k``.
+    n_epochs : int, default=60
+        Training epochs.
+    batch_size : int, default=256
+        Ratings per step; the last partial batch is kept.
+    learning_rate : float or None, default=None
+        Step size; the optimizer's Keras default when None (SGD 0.01,
+        Adamax 0.001).
+    optimizer : {"sgd", "adamax"}, default="sgd"
+        Optimizer.
+    l2 : float, default=0.01
+        Whole-table penalty weight on ``P``, ``Q``, ``bu`` and ``bi``.
+    loss : {"rmse", "mse"}, default="rmse"
+        Batch loss.
+    seed : int or None, default=None
+        Seed of the one generator behind initialisation and shuffling.
+
+    Attributes
+    ----------
+    params_ : dict of str to ndarray
+        ``P``, ``Q``, ``bu``, ``bi``.
+    mu_ : float
+        Mean training rating.
+    user_map_, item_map_ : IdMap
+        Raw id to row index.
+    user_seen_, item_seen_ : ndarray of bool
+        Which rows have training ratings.
+    history_ : list of dict
+        One record per epoch; see :func:`npmf.train.fit_loop`.
+
+    Notes
+    -----
+    ``r_hat = mu + P[u] . Q[i] + bu[u] + bi[i]``; the step loss is the batch
+    RMSE of ``r_hat - rating`` plus ``l2 * sum(W ** 2)`` over the whole of each
+    table, as the tutorial's Keras model computes it.
+    """
+
+    model_name = "mf"
+    _param_names = ("n_factors", "n_epochs", "batch_size", "learning_rate",
+                    "optimizer", "l2", "loss", "seed")
+
+    def __init__(self, n_factors=200, n_epochs=60, batch_size=256, learning_rate=None,
+                 optimizer="sgd", l2=0.01, loss="rmse", seed=None):
+        self.n_factors = n_factors
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.optimizer = optimizer
+        self.l2 = l2
+        self.loss = loss
+        self.seed = seed
+
+    def _check_hyperparameters(self):
+        self._check_common()
+
+    def _core(self):
+        return mf
+
+    def _init_params(self, n_users, n_items, rng):
+        return mf.init_params(n_users, n_items, self.n_factors, rng)
+
+    def layer_table(self, n_users, n_items):
+        """Rows of a Keras-like summary: (layer, output shape, parameter count).
+
+        Parameters
+        ----------
+        n_users, n_items : int
+            Table sizes.
+
+        Returns
+        -------
+        list of tuple
+            One ``(name, output_shape, n_params)`` per layer.
+        """
+        k = self.n_factors
+        return [
+            ("user (Input)", "(None,)", 0),
+            ("item (Input)", "(None,)", 0),
+            ("P (Embedding)", f"(None, {k})", n_users * k),
+            ("Q (Embedding)", f"(None, {k})", n_items * k),
+            ("bu (Embedding)", "(None,)", n_users),
+            ("bi (Embedding)", "(None,)", n_items),
+            ("dot (P[u].Q[i])", "(None,)", 0),
+            ("r_hat (Add)", "(None,)", 0),
+        ]
+
+
+MODELS = {"mf": MFRegressor}
+"""Estimator classes by model name (``--model`` in the CLI)."""

@@ -1,0 +1,255 @@
+"""Optimizers and the L2 penalty, in one place.
+
+An optimizer sees parameters and gradients and nothing else: ``step``
+updates every array of ``params`` in place from the matching array of
+``grads``. The penalty helpers add the tutorial's whole-table L2 term to a
+loss and its gradient to a gradient dict.
+"""
+
+import numpy as np
+
+from npmf.models import EMBEDDING_KEYS
+
+OPTIMIZERS = ("sgd", "adamax")
+
+
+def l2_penalty(params, l2, keys=EMBEDDING_KEYS):
+    """Whole-table L2 penalty ``l2 * sum(W ** 2)`` over the named tables.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        Model parameters.
+    l2 : float
+        Penalty weight (the tutorial's ``l2(0.01)``).
+    keys : tuple of str, default=EMBEDDING_KEYS
+        Tables the penalty covers: ``P``, ``Q``, ``bu`` and ``bi``.
+
+    Returns
+    -------
+    penalty : float
+        ``sum over W in keys of l2 * sum(W ** 2)``.
+
+    Notes
+    -----
+    Keras adds ``l2 * sum(W ** 2)`` of every regularised table to the batch
+    loss once per step, over all rows, not only the batch's rows
+    (``KERAS_SEMANTICS.md`` section 2).
+    """
+    if l2 == 0:
+        return 0.0
+    return float(sum(l2 * np.sum(params[key] * params[key]) for key in keys))
+
+
+def add_l2_grads(grads, params, l2, keys=EMBEDDING_KEYS):
+    """Add the gradient ``2 * l2 * W`` of the whole-table penalty in place.
+
+    Parameters
+    ----------
+    grads : dict of str to ndarray
+        Gradients of the data loss, keyed like ``params``; updated in place.
+    params : dict of str to ndarray
+        Model parameters.
+    l2 : float
+        Penalty weight.
+    keys : tuple of str, default=EMBEDDING_KEYS
+        Tables the penalty covers.
+
+    Returns
+    -------
+    grads : dict of str to ndarray
+        The same dict, for chaining.
+
+    Notes
+    -----
+    ``d (l2 * sum(W ** 2)) / dW = 2 * l2 * W`` on every row, so the gradient
+    of an embedding table is dense even when the batch touches few rows.
+    """
+    if l2 == 0:
+        return grads
+    for key in keys:
+        W = params[key]
+        # d (l2 W^2) / dW = 2 l2 W, on every row
+        grads[key] += W.dtype.type(2.0 * l2) * W  # (n_rows, k)
+    return grads
+
+
+class SGD:
+    """Plain stochastic gradient descent: ``W -= learning_rate * dW``.
+
+    Parameters
+    ----------
+    learning_rate : float, default=0.01
+        Step size (Keras's SGD default).
+    """
+
+    name = "sgd"
+
+    def __init__(self, learning_rate=0.01):
+        self.learning_rate = learning_rate
+        self.iterations = 0
+
+    def step(self, params, grads):
+        """Update every parameter in place.
+
+        Parameters
+        ----------
+        params : dict of str to ndarray
+            Parameters, updated in place.
+        grads : dict of str to ndarray
+            Gradients keyed like ``params``.
+        """
+        for key, W in params.items():
+            lr = W.dtype.type(self.learning_rate)
+            # W <- W - lr dW
+            W -= lr * grads[key]  # same shape as W
+        self.iterations += 1
+
+    def state(self):
+        """Return the optimizer state as a dict of arrays (for checkpoints).
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``iterations``.
+        """
+        return {"iterations": np.array(self.iterations, dtype=np.int64)}
+
+    def load_state(self, state):
+        """Restore a state returned by :meth:`state`.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            Saved state.
+        """
+        self.iterations = int(state["iterations"])
+
+
+class Adamax:
+    """Adamax exactly as Keras defines it.
+
+    Parameters
+    ----------
+    learning_rate : float, default=0.001
+        Step size.
+    beta_1 : float, default=0.9
+        Decay of the first moment ``m``.
+    beta_2 : float, default=0.999
+        Decay of the infinity norm ``v``.
+    epsilon : float, default=1e-7
+        Added to ``v`` before dividing.
+
+    Notes
+    -----
+    With ``t`` the 1-based step count, kept across epochs::
+
+        m <- m + (1 - beta_1) (dW - m)
+        v <- max(beta_2 v, |dW|)
+        W <- W - learning_rate m / ((1 - beta_1 ** t) (v + epsilon))
+
+    The bias correction applies to ``m`` only, and ``epsilon`` is added to
+    ``v`` without a square root (Keras ``optimizers/adamax.py``;
+    ``KERAS_SEMANTICS.md`` section 4). Every row of every table moves each
+    step, because the whole-table L2 makes every gradient dense.
+
+    References
+    ----------
+    D. P. Kingma and J. Ba, "Adam: A Method for Stochastic Optimization",
+    ICLR 2015, section 7.1.
+    """
+
+    name = "adamax"
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        self.learning_rate = learning_rate
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.iterations = 0
+        self.m = {}
+        self.v = {}
+
+    def step(self, params, grads):
+        """Update every parameter in place.
+
+        Parameters
+        ----------
+        params : dict of str to ndarray
+            Parameters, updated in place.
+        grads : dict of str to ndarray
+            Gradients keyed like ``params``.
+        """
+        t = self.iterations + 1
+        for key, W in params.items():
+            dW = grads[key]
+            f = W.dtype.type
+            if key not in self.m:
+                self.m[key] = np.zeros_like(W)
+                self.v[key] = np.zeros_like(W)
+            m, v = self.m[key], self.v[key]
+
+            # first moment: m <- m + (1 - beta_1)(dW - m)
+            m += f(1.0 - self.beta_1) * (dW - m)  # same shape as W
+
+            # infinity norm: v <- max(beta_2 v, |dW|)
+            np.maximum(f(self.beta_2) * v, np.abs(dW), out=v)  # same shape as W
+
+            # step with bias correction on m only
+            lr_t = f(self.learning_rate) / (f(1.0) - f(self.beta_1) ** f(t))
+            W -= lr_t * m / (v + f(self.epsilon))  # same shape as W
+        self.iterations = t
+
+    def state(self):
+        """Return the optimizer state as a dict of arrays (for checkpoints).
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``iterations`` and the moments, keyed ``m/<key>`` and ``v/<key>``.
+        """
+        out = {"iterations": np.array(self.iterations, dtype=np.int64)}
+        out.update({f"m/{key}": m for key, m in self.m.items()})
+        out.update({f"v/{key}": v for key, v in self.v.items()})
+        return out
+
+    def load_state(self, state):
+        """Restore a state returned by :meth:`state`.
+
+        Parameters
+        ----------
+        state : dict of str to ndarray
+            Saved state.
+        """
+        self.iterations = int(state["iterations"])
+        self.m = {k[2:]: np.array(a) for k, a in state.items() if k.startswith("m/")}
+        self.v = {k[2:]: np.array(a) for k, a in state.items() if k.startswith("v/")}
+
+
+def make_optimizer(name, learning_rate=None):
+    """Build an optimizer by name.
+
+    Parameters
+    ----------
+    name : {"sgd", "adamax"}
+        Optimizer name.
+    learning_rate : float, optional
+        Step size; the optimizer's Keras default when None (0.01 for SGD,
+        0.001 for Adamax).
+
+    Returns
+    -------
+    SGD or Adamax
+        A fresh optimizer.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown or the learning rate is not positive.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    if learning_rate is not None and not (learning_rate > 0 and np.isfinite(learning_rate)):
+        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    cls = SGD if name == "sgd" else Adamax
+    return cls() if learning_rate is None else cls(learning_rate=learning_rate)

@@ -1,0 +1,152 @@
+"""Tests of the estimator contract and of predictions for unknown ids."""
+
+import numpy as np
+import pytest
+
+from npmf.estimator import MODELS, MFRegressor, NotFittedError
+
+TRAIN_X = np.array([[1, 10], [1, 20], [2, 10], [2, 30]])
+TRAIN_Y = np.array([4.0, 2.0, 5.0, 3.0])
+
+
+def synthetic_rank1(n_users=30, n_items=20, seed=0):
+    """All ratings of a rank-1 matrix plus biases, as (X, y)."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n_users)
+    b = rng.normal(size=n_items)
+    uu, ii = np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij")
+    y = 3.0 + 0.5 * np.outer(a, b) + 0.3 * a[:, None]
+    X = np.stack([uu.ravel(), ii.ravel()], axis=1)
+    return X, y.ravel()
+
+
+def small_model(name, **kw):
+    kw.setdefault("seed", 0)
+    kw.setdefault("n_epochs", 3)
+    if name == "deep":
+        kw.setdefault("hidden", (8, 4))
+    return MODELS[name](n_factors=4, batch_size=16, **kw)
+
+
+@pytest.fixture(params=sorted(MODELS))
+def model_name(request):
+    return request.param
+
+
+def test_fit_returns_self_and_predict_shape(model_name):
+    """fit returns the estimator; predict gives one rating per pair."""
+    X, y = synthetic_rank1()
+    model = small_model(model_name)
+    assert model.fit(X, y) is model
+    assert model.predict(X[:7]).shape == (7,)
+    assert len(model.history_) == 3
+
+
+def test_predict_before_fit_raises(model_name):
+    """predict refuses to run before fit."""
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        small_model(model_name).predict(TRAIN_X)
+
+
+def test_same_seed_same_result_other_seed_differs(model_name):
+    """One seed gives one result; the global NumPy state changes nothing."""
+    X, y = synthetic_rank1()
+    np.random.seed(1)
+    a = small_model(model_name, seed=5).fit(X, y)
+    np.random.seed(2)
+    np.random.random(100)
+    b = small_model(model_name, seed=5).fit(X, y)
+    c = small_model(model_name, seed=6).fit(X, y)
+    for key in a.params_:
+        assert a.params_[key].tobytes() == b.params_[key].tobytes()
+    assert a.predict(X).tobytes() == b.predict(X).tobytes()
+    assert not np.array_equal(a.params_["P"], c.params_["P"])
+
+
+def test_loss_falls_over_epochs(model_name):
+    """The logged epoch loss falls over a few epochs with Adamax."""
+    X, y = synthetic_rank1()
+    model = small_model(model_name, optimizer="adamax", learning_rate=0.01, n_epochs=6)
+    model.fit(X, y)
+    losses = [rec["loss"] for rec in model.history_]
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.85 * losses[0]
+
+
+def test_mf_recovers_rank1_matrix():
+    """Without penalty, MF with Adamax fits a rank-1 matrix to RMSE < 0.05."""
+    X, y = synthetic_rank1()
+    model = MFRegressor(n_factors=2, n_epochs=150, batch_size=32, optimizer="adamax",
+                        learning_rate=0.02, l2=0.0, seed=0).fit(X, y)
+    assert model.evaluate(X, y)["rmse"] < 0.05
+
+
+def test_unknown_ids_fall_back_to_biases():
+    """Issue 7 case 2: unknown item -> mu + bu, unknown user -> mu + bi, both -> mu."""
+    model = MFRegressor(n_factors=2, n_epochs=2, batch_size=2, seed=0).fit(TRAIN_X, TRAIN_Y)
+    assert model.mu_ == 3.5  # (4 + 2 + 5 + 3) / 4
+    test_x = np.array([[1, 99], [9, 10], [9, 99], [2, 20]])
+    with pytest.warns(UserWarning, match="3 of 4 pairs"):
+        pred = model.predict(test_x)
+    bu, bi = model.params_["bu"], model.params_["bi"]
+    u1 = model.user_map_.to_index([1])[0]
+    i10 = model.item_map_.to_index([10])[0]
+    assert pred[0] == pytest.approx(3.5 + bu[u1])
+    assert pred[1] == pytest.approx(3.5 + bi[i10])
+    assert pred[2] == 3.5
+    assert np.all(np.isfinite(pred))
+    _, ustat, istat = model.predict_detail(test_x)
+    assert ustat.tolist() == ["trained", "unknown", "unknown", "trained"]
+    assert istat.tolist() == ["unknown", "trained", "unknown", "trained"]
+
+    scores = model.evaluate(test_x, [3, 4, 2, 4])
+    assert scores["n"] == 4 and scores["n_known"] == 1
+    assert scores["n_unknown_user"] == 2 and scores["n_unknown_item"] == 2
+    assert scores["rmse_known"] == pytest.approx(abs(pred[3] - 4))
+
+
+def test_untrained_ids_reported():
+    """Ids in the tables without training ratings are flagged 'untrained'."""
+    model = MFRegressor(n_factors=2, n_epochs=1, batch_size=2, seed=0)
+    model.fit(TRAIN_X, TRAIN_Y, user_ids=[1, 2, 3], item_ids=[10, 20, 30, 40])
+    _, ustat, istat = model.predict_detail(np.array([[3, 40], [1, 10]]))
+    assert ustat.tolist() == ["untrained", "trained"]
+    assert istat.tolist() == ["untrained", "trained"]
+    assert model.evaluate(np.array([[3, 40], [1, 10]]), [3, 4])["n_untrained"] == 1
+
+
+@pytest.mark.parametrize("y, shape", [
+    (np.zeros((4, 1)), r"\(4, 1\)"),
+    (np.zeros((4, 4)), r"\(4, 4\)"),
+    (np.zeros(3), r"\(3,\)"),
+])
+def test_fit_rejects_target_shape(y, shape):
+    """Issue 7 case 10: a target not of shape (n,) is rejected naming both shapes."""
+    with pytest.raises(ValueError, match=rf"y must have shape \(4,\).*got shape {shape}"):
+        MFRegressor(n_epochs=1).fit(TRAIN_X, y)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_factors": 0}, "n_factors must be an integer >= 1, got 0"),
+    ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
+    ({"learning_rate": -0.1}, r"learning_rate must be a finite number >= 0, got -0.1"),
+    ({"l2": float("nan")}, "l2 must be a finite number >= 0, got nan"),
+    ({"optimizer": "adam"}, "optimizer must be one of"),
+    ({"loss": "mae"}, "loss must be one of"),
+])
+def test_fit_validates_hyperparameters(kwargs, message):
+    """Bad hyperparameters are named with their value."""
+    with pytest.raises(ValueError, match=message):
+        MFRegressor(**kwargs).fit(TRAIN_X, TRAIN_Y)
+
+
+def test_fit_rejects_non_finite_ratings():
+    """A NaN rating is refused with its position."""
+    with pytest.raises(ValueError, match="got nan at position 2"):
+        MFRegressor(n_epochs=1).fit(TRAIN_X, [4, 2, np.nan, 3])
+
+
+def test_get_params_round_trip(model_name):
+    """get_params returns the constructor arguments unchanged."""
+    model = small_model(model_name)
+    assert type(model)(**model.get_params()).get_params() == model.get_params()
