@@ -6,15 +6,18 @@ before ``fit``. Every model shares this class's data handling, so the
 trainer, the CLI, saving and evaluation treat them alike.
 """
 
+import hashlib
 import logging
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from npmf.ids import IdMap
+from npmf.io import load_checkpoint, save_checkpoint
 from npmf.losses import LOSSES
 from npmf.metrics import mae, rmse
-from npmf.models import mf
+from npmf.models import mf, mlp
 from npmf.optim import OPTIMIZERS, make_optimizer
 from npmf.train import fit_loop, predict_batches
 
@@ -146,7 +149,7 @@ class RatingModel:
             _check_positive_int("seed", self.seed + 1)
 
     def fit(self, X, y, *, validation_data=None, user_ids=None, item_ids=None,
-            progress=False, on_epoch_end=None):
+            progress=False, on_epoch_end=None, checkpoint=None, resume=False):
         """Train on rated (user, item) pairs.
 
         Parameters
@@ -166,11 +169,27 @@ class RatingModel:
             Show a tqdm bar per epoch.
         on_epoch_end : callable, optional
             Called with each epoch's history record.
+        checkpoint : str or Path, optional
+            File rewritten (atomically) after every epoch with everything
+            needed to continue: parameters, optimizer state, generator state
+            and history.
+        resume : bool, default=False
+            Continue from ``checkpoint`` when it exists. The checkpoint must
+            come from the same hyperparameters and training data.
 
         Returns
         -------
         self
             The fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            For bad hyperparameters, a target not of shape (n,), or a
+            checkpoint that does not match this run.
+        npmf.train.TrainingDivergedError
+            When a loss or weight becomes non-finite; the estimator is then
+            left unfitted.
         """
         self._check_hyperparameters()
         users, items = split_pairs(X)
@@ -199,12 +218,37 @@ class RatingModel:
         val = None
         if validation_data is not None:
             val = self._validation_indices(*validation_data)
-        self.history_ = fit_loop(
-            self._core(), self.params_, self.optimizer_, (u, i, r),
-            n_epochs=self.n_epochs, batch_size=self.batch_size, loss=self.loss,
-            l2=self.l2, rng=rng, validation=val, on_epoch_end=on_epoch_end,
-            progress=progress,
-        )
+
+        # resume from a checkpoint of the same run, or start fresh
+        history, start_epoch = [], 1
+        # n_epochs may grow between the run and its resumption
+        settings = {k: v for k, v in self.get_params().items() if k != "n_epochs"}
+        fingerprint = _fingerprint(u, i, y, settings)
+        if checkpoint is not None and resume and Path(checkpoint).is_file():
+            history = load_checkpoint(checkpoint, self, self.optimizer_, rng, fingerprint)
+            start_epoch = len(history) + 1
+            logger.info("resuming from %s after epoch %d", checkpoint, len(history))
+
+        def epoch_done(record):
+            history.append(record)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, self.params_, self.optimizer_, rng,
+                                history, fingerprint)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+
+        try:
+            fit_loop(
+                self._core(), self.params_, self.optimizer_, (u, i, r),
+                n_epochs=self.n_epochs, batch_size=self.batch_size, loss=self.loss,
+                l2=self.l2, rng=rng, validation=val, on_epoch_end=epoch_done,
+                progress=progress, start_epoch=start_epoch,
+            )
+        except BaseException:
+            # no half-trained or NaN-filled model is left behind
+            del self.params_
+            raise
+        self.history_ = history
         return self
 
     def _validation_indices(self, X_val, y_val):
@@ -329,6 +373,15 @@ class RatingModel:
         return out
 
 
+def _fingerprint(u, i, r, hyperparameters):
+    """Hash of the training data and hyperparameters, to match checkpoints."""
+    h = hashlib.sha256()
+    for arr in (u, i, r):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(repr(sorted(hyperparameters.items())).encode())
+    return h.hexdigest()
+
+
 def _status(idx, seen):
     status = np.full(len(idx), "unknown", dtype="<U9")  # (n,)
     known = idx >= 0
@@ -429,5 +482,168 @@ class MFRegressor(RatingModel):
         ]
 
 
-MODELS = {"mf": MFRegressor}
+
+def _check_hidden(hidden):
+    """Check ``hidden`` is a non-empty list or tuple of integers >= 1."""
+    if not isinstance(hidden, (list, tuple)):
+        raise TypeError(
+            f"hidden must be a list or tuple of layer widths like (2048, 256), "
+            f"got {type(hidden).__name__} {hidden!r}"
+        )
+    if len(hidden) == 0:
+        raise ValueError(
+            "hidden must hold at least one layer width like (2048, 256), got ()"
+        )
+    for width in hidden:
+        if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
+            raise TypeError(
+                f"hidden must hold integers, got {width!r} "
+                f"({type(width).__name__}) in {hidden!r}"
+            )
+        if width < 1:
+            raise ValueError(f"hidden widths must be >= 1, got {width} in {hidden!r}")
+
+
+class DeepRegressor(RatingModel):
+    """The tutorial's deep model: concatenated embeddings through dense layers.
+
+    Parameters
+    ----------
+    n_factors : int, default=200
+        Embedding size ``k``.
+    hidden : tuple of int, default=(2048, 256)
+        Widths of the hidden dense layers; a list is accepted too (a model
+        file stores it as JSON).
+    activation : {"linear", "relu", "sigmoid", "tanh"}, default="linear"
+        Activation of every hidden layer; the output layer is linear.
+    n_epochs : int, default=65
+        Training epochs.
+    batch_size : int, default=512
+        Ratings per step; the last partial batch is kept.
+    learning_rate : float or None, default=None
+        Step size; the optimizer's Keras default when None (SGD 0.01,
+        Adamax 0.001).
+    optimizer : {"sgd", "adamax"}, default="sgd"
+        Optimizer.
+    l2 : float, default=0.01
+        Whole-table penalty weight on ``P``, ``Q``, ``bu`` and ``bi``; the
+        dense layers have none, as in the tutorial.
+    loss : {"rmse", "mse"}, default="rmse"
+        Batch loss.
+    seed : int or None, default=None
+        Seed of the one generator behind initialisation and shuffling.
+
+    Attributes
+    ----------
+    params_ : dict of str to ndarray
+        ``P``, ``Q``, ``bu``, ``bi`` and ``W1``, ``b1``, ... per dense layer
+        (``W3``, ``b3`` is the output layer for two hidden layers).
+    mu_ : float
+        Mean training rating.
+    user_map_, item_map_ : IdMap
+        Raw id to row index.
+    user_seen_, item_seen_ : ndarray of bool
+        Which rows have training ratings.
+    history_ : list of dict
+        One record per epoch; see :func:`npmf.train.fit_loop`.
+
+    Notes
+    -----
+    ``x = [P[u], Q[i], bu[u], bi[i]]`` (width ``2k + 2``), ``a1 = f(x @ W1 +
+    b1)``, ``a2 = f(a1 @ W2 + b2)`` and ``r_hat = mu + a2 @ W3 + b3``, with
+    ``f`` the activation; see :mod:`npmf.models.mlp`. The output layer is
+    linear whatever ``f`` is, as the Keras twin's final
+    ``Activation('linear')`` makes it. Kernels start ``glorot_uniform``,
+    biases zero, embeddings uniform on [-0.05, 0.05).
+    """
+
+    model_name = "deep"
+    _param_names = (
+        "n_factors",
+        "hidden",
+        "activation",
+        "n_epochs",
+        "batch_size",
+        "learning_rate",
+        "optimizer",
+        "l2",
+        "loss",
+        "seed",
+    )
+
+    def __init__(
+        self,
+        n_factors=200,
+        hidden=(2048, 256),
+        activation="linear",
+        n_epochs=65,
+        batch_size=512,
+        learning_rate=None,
+        optimizer="sgd",
+        l2=0.01,
+        loss="rmse",
+        seed=None,
+    ):
+        self.n_factors = n_factors
+        self.hidden = hidden
+        self.activation = activation
+        self.n_epochs = n_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.optimizer = optimizer
+        self.l2 = l2
+        self.loss = loss
+        self.seed = seed
+
+    def _check_hyperparameters(self):
+        self._check_common()
+        _check_hidden(self.hidden)
+        if self.activation not in mlp.ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {tuple(mlp.ACTIVATIONS)}, "
+                f"got {self.activation!r}"
+            )
+
+    def _core(self):
+        return mlp.make(self.activation)
+
+    def _init_params(self, n_users, n_items, rng):
+        hidden = tuple(self.hidden)
+        return mlp.init_params(n_users, n_items, self.n_factors, hidden, rng)
+
+    def layer_table(self, n_users, n_items):
+        """Rows of a Keras-like summary: (layer, output shape, parameter count).
+
+        Parameters
+        ----------
+        n_users, n_items : int
+            Table sizes.
+
+        Returns
+        -------
+        list of tuple
+            One ``(name, output_shape, n_params)`` per layer; dense layers
+            count ``in * out`` kernel plus ``out`` bias parameters.
+        """
+        k = self.n_factors
+        rows = [
+            ("user (Input)", "(None,)", 0),
+            ("item (Input)", "(None,)", 0),
+            ("P (Embedding)", f"(None, {k})", n_users * k),
+            ("Q (Embedding)", f"(None, {k})", n_items * k),
+            ("bu (Embedding)", "(None,)", n_users),
+            ("bi (Embedding)", "(None,)", n_items),
+            ("x (Concatenate)", f"(None, {2 * k + 2})", 0),
+        ]
+        widths = (2 * k + 2, *self.hidden, 1)
+        n_layers = len(widths) - 1
+        for layer, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:]), 1):
+            act = "linear" if layer == n_layers else self.activation
+            name, shape = f"dense{layer} (Dense, {act})", f"(None, {fan_out})"
+            rows.append((name, shape, fan_in * fan_out + fan_out))
+        rows.append(("r_hat (Flatten)", "(None,)", 0))
+        return rows
+
+
+MODELS = {"mf": MFRegressor, "deep": DeepRegressor}
 """Estimator classes by model name (``--model`` in the CLI)."""

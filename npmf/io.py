@@ -191,3 +191,77 @@ class _ShapeOnlyRng:
 
     def uniform(self, low=0.0, high=1.0, size=None):
         return np.zeros(size)
+
+
+def save_checkpoint(path, params, optimizer, rng, history, fingerprint):
+    """Write a training checkpoint atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Checkpoint file.
+    params : dict of str to ndarray
+        Current parameters.
+    optimizer : SGD or Adamax
+        Optimizer whose ``state()`` is saved.
+    rng : numpy.random.Generator
+        Generator whose state is saved, so the next epoch's permutation is
+        the one an uninterrupted run would draw.
+    history : list of dict
+        Records of the completed epochs.
+    fingerprint : str
+        Hash of the data and hyperparameters the run uses.
+    """
+    arrays = {
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "fingerprint": np.array(fingerprint),
+        "history": np.array(json.dumps(history)),
+        "rng_state": np.array(json.dumps(rng.bit_generator.state)),
+    }
+    arrays.update({f"param.{key}": W for key, W in params.items()})
+    arrays.update({f"optim.{key}": a for key, a in optimizer.state().items()})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def load_checkpoint(path, model, optimizer, rng, fingerprint):
+    """Restore parameters, optimizer and generator from a checkpoint.
+
+    Parameters
+    ----------
+    path : str or Path
+        Checkpoint file.
+    model : RatingModel
+        Estimator whose ``params_`` are overwritten in place.
+    optimizer : SGD or Adamax
+        Optimizer to restore.
+    rng : numpy.random.Generator
+        Generator to restore.
+    fingerprint : str
+        Hash of this run's data and hyperparameters.
+
+    Returns
+    -------
+    history : list of dict
+        Records of the completed epochs.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is unreadable or comes from another run.
+    """
+    data = _read_npz(path)
+    if str(data.get("fingerprint", "")) != fingerprint:
+        raise ModelFileError(
+            f"{path}: checkpoint of another run (different data or "
+            f"hyperparameters); delete it or train without --resume"
+        )
+    for key, W in model.params_.items():
+        saved = data.get(f"param.{key}")
+        if saved is None or saved.shape != W.shape:
+            raise ModelFileError(f"{path}: parameter {key} missing or misshapen")
+        W[...] = saved
+    optimizer.load_state({k[6:]: v for k, v in data.items() if k.startswith("optim.")})
+    rng.bit_generator.state = json.loads(str(data["rng_state"]))
+    return json.loads(str(data["history"]))
