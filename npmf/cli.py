@@ -45,8 +45,8 @@ def _add_data_args(p, splits=True):
                    help="what to do with repeated (user, item) pairs")
     g.add_argument("--data-dir", type=Path, default=None,
                    help="folder holding the datasets (default: $NPMF_DATA)")
-    g.add_argument("--download", action="store_true",
-                   help="download a missing named dataset from GroupLens")
+    g.add_argument("--no-download", dest="download", action="store_false",
+                   help="fail instead of downloading a missing named dataset")
     if splits:
         g.add_argument("--split", default="tutorial", choices=SPLITS,
                        help="tutorial 80/20 split (random_state 2021), a canonical "
@@ -101,6 +101,10 @@ def build_parser():
     _add_data_args(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--checkpoint", action="store_true",
+                   help="save the last completed epoch to OUT/checkpoint.npz")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.npz (implies --checkpoint)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("summary", help="print layers and parameter counts")
@@ -266,6 +270,8 @@ def cmd_train(args):
         user_ids=ratings["user"].unique(), item_ids=ratings["item"].unique(),
         progress=not args.no_progress and sys.stderr.isatty(),
         on_epoch_end=lambda rec: print(_format_record(rec, model.n_epochs), flush=True),
+        checkpoint=args.out / "checkpoint.npz" if args.checkpoint or args.resume else None,
+        resume=args.resume,
     )
     seconds = time.perf_counter() - t0
     scores = model.evaluate(test[["user", "item"]], test["rating"].to_numpy())
