@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npmf.ids import IdMap
+from npmf.ids import IdMap, check_indices
 from npmf.io import load_checkpoint, save_checkpoint
 from npmf.losses import LOSSES
 from npmf.metrics import mae, rmse
@@ -316,6 +316,43 @@ class RatingModel:
         user_status = _status(u, self.user_seen_)
         item_status = _status(i, self.item_seen_)
         return pred, user_status, item_status
+
+    def predict_indices(self, u, i):
+        """Predict ratings for (user, item) row indices of the tables.
+
+        Parameters
+        ----------
+        u : array-like of int of shape (n,)
+            User rows, each in ``[0, n_users)``.
+        i : array-like of int of shape (n,)
+            Item rows, each in ``[0, n_items)``.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            Predicted ratings (``mu`` added back).
+
+        Raises
+        ------
+        IndexError
+            For an index outside its table, naming the index and the table
+            size (NumPy would read ``-1`` as the last row).
+        ValueError
+            If ``u`` and ``i`` are not 1-D of the same length.
+        """
+        self._check_fitted()
+        u = np.asarray(u)
+        i = np.asarray(i)
+        if u.ndim != 1 or u.shape != i.shape:
+            raise ValueError(f"u and i must be 1-D of one length, got {u.shape} and {i.shape}")
+        for name, idx in (("u", u), ("i", i)):
+            if idx.size and idx.dtype.kind not in "iu":
+                raise TypeError(f"{name} must hold integers, got dtype {idx.dtype}")
+        check_indices(u, len(self.user_map_), "u")
+        check_indices(i, len(self.item_map_), "i")
+        r_hat = predict_batches(self._core(), self.params_, u.astype(np.int32),
+                                i.astype(np.int32))
+        return self.mu_ + r_hat.astype(np.float64)
 
     def predict(self, X):
         """Predict ratings for raw (user, item) id pairs.

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from npmf.ids import check_indices
 from npmf.train import predict_batches
 
 
@@ -22,11 +23,17 @@ def top_n(model, u, n):
     list of tuple (int, float)
         ``(item index, predicted rating)``, best first.
 
+    Raises
+    ------
+    IndexError
+        If ``u`` is not a row of the user table.
+
     Notes
     -----
     Items the user rated in training are left out, and so are items with no
     training rating at all: their rows were never fitted.
     """
+    check_indices(np.array([u]), len(model.user_map_), "u")
     n_items = len(model.item_map_)
     items = np.arange(n_items, dtype=np.int32)  # (n_items,)
     users = np.full(n_items, u, dtype=np.int32)  # (n_items,)

@@ -114,3 +114,60 @@ def test_train_ml100k_loss_falls(data_dir, tmp_path, capsys):
     assert losses[0] > losses[1] > losses[2]
     test_rmse = float(out.strip().splitlines()[-1].split()[1])
     assert 1.10 < test_rmse < 1.13
+
+
+BAD_FILES = {
+    # issue 7 case 4: undeclared, undetectable header -> file, line 1, column
+    "wrong_header": ("a,b,c\n1,10,4\n", [r"line 1", "no column 'user'"]),
+    # case 5: a tab-separated file read as comma-separated, and 0 usable rows
+    "tabs": ("user\titem\trating\n1\t10\t4\n2\t20\t3\n", ["line 1", "tabs"]),
+    "empty": ("", ["no ratings"]),
+    "header_only": ("user,item,rating\n", ["no ratings", "line 1"]),
+    # case 6: every bad rating listed with its line
+    "bad_ratings": ("user,item,rating\n1,10,4\n2,10,\n3,10,e\n4,10,NaN\n5,10,inf\n"
+                    "6,10,4_0\n", ["line 3", "line 4", "line 5", "line 6", "line 7"]),
+    # case 7: duplicate pairs with their lines
+    "duplicates": ("user,item,rating\n1,10,4\n1,10,2\n2,10,5\n", ["lines 2, 3"]),
+    # case 8: splits that would leave a side empty
+    "one_rating": ("user,item,rating\n1,10,4\n", ["1 train and 0 test"]),
+    "three_ratings": ("user,item,rating\n1,10,4\n1,20,2\n2,10,5\n",
+                      ["3 train and 0 test"]),
+    "short_line": ("user,item,rating\n1,10,4\n2,20\n", ["line 3", "expected 3"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_input_files_exit_2_write_nothing(name, tmp_path, capsys):
+    """Issue 7: each bad file gives exit 2, a message naming it, and no outputs."""
+    text, expected = BAD_FILES[name]
+    path = tmp_path / f"{name}.csv"
+    path.write_text(text)
+    out_dir = tmp_path / "run"
+    code, _, err = run(["train", "--ratings", path, "--split", "random",
+                        "--out", out_dir], capsys)
+    assert code == 2
+    assert err.startswith("npmf: error:") and "Traceback" not in err
+    if name not in ("one_rating", "three_ratings"):
+        assert f"{name}.csv" in err
+    for part in expected:
+        assert part in err
+    assert not out_dir.exists()
+
+
+def test_checkpoint_then_resume(ratings_csv, tmp_path, capsys):
+    """--checkpoint keeps the last epoch; --resume continues to the same result."""
+    base = ["train", "--ratings", ratings_csv, "--split", "random", "--factors", "3",
+            "--batch-size", "8", "--seed", "1", "--no-progress"]
+    assert run(base + ["--epochs", "4", "--out", tmp_path / "a"], capsys)[0] == 0
+    assert run(base + ["--epochs", "2", "--checkpoint", "--out", tmp_path / "b"],
+               capsys)[0] == 0
+    assert (tmp_path / "b" / "checkpoint.npz").is_file()
+    code, out, _ = run(base + ["--epochs", "4", "--resume", "--out", tmp_path / "b"],
+                       capsys)
+    assert code == 0
+    assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("epoch")] == [
+        "3/4", "4/4"]
+    with np.load(tmp_path / "a" / "model.npz") as a, \
+            np.load(tmp_path / "b" / "model.npz") as b:
+        for key in ("param.P", "param.Q", "param.bu", "param.bi"):
+            assert a[key].tobytes() == b[key].tobytes()

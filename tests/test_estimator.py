@@ -185,3 +185,34 @@ def test_divergence_leaves_model_unfitted():
         model.fit(X, y)
     with pytest.raises(NotFittedError):
         model.predict(X)
+
+
+@pytest.mark.parametrize("u, i, message", [
+    ([0, -1], [0, 0], r"u\[1\] = -1 is outside the table of 2 rows"),
+    ([0, 2], [0, 0], r"u\[1\] = 2 is outside the table of 2 rows"),
+    ([0], [3], r"i\[0\] = 3 is outside the table of 3 rows"),
+])
+def test_predict_indices_refuses_out_of_range(u, i, message):
+    """Issue 7 case 3: -1 or n_users is an error naming index and table size."""
+    model = MFRegressor(n_factors=2, n_epochs=1, seed=0).fit(TRAIN_X, TRAIN_Y)
+    with pytest.raises(IndexError, match=message):
+        model.predict_indices(u, i)
+
+
+def test_predict_indices_equals_predict():
+    """Row-index predictions equal raw-id predictions for the same pairs."""
+    model = MFRegressor(n_factors=2, n_epochs=1, seed=0).fit(TRAIN_X, TRAIN_Y)
+    u = model.user_map_.to_index(TRAIN_X[:, 0])
+    i = model.item_map_.to_index(TRAIN_X[:, 1])
+    np.testing.assert_array_equal(model.predict_indices(u, i), model.predict(TRAIN_X))
+
+
+def test_top_n_refuses_bad_user_row():
+    """top_n refuses a user row outside the table."""
+    from npmf.recommend import top_n
+
+    model = MFRegressor(n_factors=2, n_epochs=1, seed=0).fit(TRAIN_X, TRAIN_Y)
+    with pytest.raises(IndexError, match="outside the table of 2 rows"):
+        top_n(model, -1, 3)
+    # user 1 rated items 10 and 20 in training: only item 30 is left
+    assert [model.item_map_.ids[j] for j, _ in top_n(model, 0, 5)] == [30]
