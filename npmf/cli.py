@@ -57,7 +57,11 @@ def _add_data_args(p, splits=True):
 
 def _add_model_args(p):
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="mf", choices=("mf", "deep"))
+    g.add_argument("--model", default=None, choices=("mf", "deep"),
+                   help="model family (default mf, or the preset's)")
+    g.add_argument("--preset", default=None,
+                   help="named recipe (tutorial, tutorial-deep, mf-best, deep-best); "
+                        "flags given override its values")
     g.add_argument("--factors", dest="n_factors", type=int, default=None,
                    help="embedding size k (default 200)")
     g.add_argument("--hidden", default=None,
@@ -106,6 +110,16 @@ def build_parser():
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoint.npz (implies --checkpoint)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cv", help="cross-validate over the canonical ml-100k folds")
+    _add_model_args(p)
+    _add_train_args(p)
+    _add_data_args(p, splits=False)
+    p.add_argument("--folds", default="u1,u2,u3,u4,u5",
+                   help="comma-separated folds among u1..u5, ua, ub")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write per-fold scores to this json file")
+    p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("summary", help="print layers and parameter counts")
     _add_model_args(p)
@@ -220,11 +234,22 @@ def build_estimator(args):
         Unfitted estimator; unset flags keep the class defaults.
     """
     from npmf.estimator import MODELS
+    from npmf.presets import get_preset
 
+    kwargs = {}
+    if getattr(args, "preset", None) is not None:
+        preset = get_preset(args.preset)
+        if args.model is not None and args.model != preset["model"]:
+            raise UsageError(
+                f"--preset {args.preset} is for --model {preset['model']}, "
+                f"got --model {args.model}")
+        args.model = preset["model"]
+        kwargs.update(preset["hyperparameters"])
+    if args.model is None:
+        args.model = "mf"
     if args.model not in MODELS:
         raise UsageError(f"--model {args.model} is not available in this version")
     cls = MODELS[args.model]
-    kwargs = {}
     for key in cls._param_names:
         value = getattr(args, key, None)
         if value is not None:
@@ -325,6 +350,47 @@ def _plot_history(history, path, atomic_path):
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def cmd_cv(args):
+    """Train and score on each fold; print per-fold and mean RMSE and MAE."""
+    from npmf import data
+    from npmf.cv import fit_and_score, summarize
+
+    if args.ratings is not None or (args.dataset or "ml-100k") != "ml-100k":
+        raise UsageError("cv uses the canonical ml-100k folds: --dataset ml-100k only")
+    folds = [f.strip() for f in args.folds.split(",") if f.strip()]
+    bad = [f for f in folds if f not in data.CANONICAL_FOLDS]
+    if not folds or bad:
+        raise UsageError(
+            f"--folds must list folds among {', '.join(data.CANONICAL_FOLDS)}, "
+            f"got {args.folds!r}")
+    data.dataset_path("ml-100k", args.data_dir, download=args.download)
+
+    t0 = time.perf_counter()
+    scores = []
+    for fold in folds:
+        train, test = data.canonical_split(fold, args.data_dir)
+        model = build_estimator(args)
+        s = fit_and_score(model, train, test)
+        s["fold"] = fold
+        scores.append(s)
+        print(f"fold {fold} rmse {s['rmse']:.4f} mae {s['mae']:.4f} "
+              f"epochs {s['epochs']} time {s['seconds']:.1f}s", flush=True)
+    total = summarize(scores)
+    wall = time.perf_counter() - t0
+    if args.out is not None:
+        from npmf.io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps({"folds": scores, "summary": total,
+                                       "model": model.model_name,
+                                       "hyperparameters": model.get_params(),
+                                       "seconds": wall}, indent=2) + "\n")
+    print(f"mean_rmse {total['mean_rmse']:.4f} ± {total['std_rmse']:.4f} "
+          f"mean_mae {total['mean_mae']:.4f} ± {total['std_mae']:.4f} "
+          f"folds {total['n_folds']} wall {wall:.1f}s")
+    return 0
 
 
 def cmd_summary(args):
