@@ -145,6 +145,32 @@ def build_parser():
     p.add_argument("name", help="ml-100k, ml-1m, ml-latest-small or ml-25m")
     p.add_argument("--data-dir", type=Path, default=None)
     p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("parity", help="compare gradients and training with Keras")
+    p.add_argument("--model", default="mf", choices=("mf", "deep"))
+    p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamax"))
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps (default: one epoch)")
+    p.add_argument("--activation", default=None,
+                   choices=("linear", "relu", "sigmoid", "tanh"),
+                   help="deep model: hidden activation (default linear)")
+    p.add_argument("--hidden", default=None,
+                   help="deep model: hidden widths, comma separated (default 2048,256)")
+    p.add_argument("--factors", dest="n_factors", type=int, default=200,
+                   help="embedding size k (default 200)")
+    p.add_argument("--dataset", default="ml-100k",
+                   help="named dataset (default ml-100k)")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="folder holding the datasets (default: $NPMF_DATA)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and order seed")
+    p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("gradcheck", help="check gradients by central differences")
+    p.add_argument("--model", default="mf", choices=("mf", "deep"))
+    p.add_argument("--activation", default="linear",
+                   choices=("linear", "relu", "sigmoid", "tanh"))
+    p.add_argument("--loss", default="rmse", choices=("rmse", "mse"))
+    p.set_defaults(func=cmd_gradcheck)
     return parser
 
 
@@ -494,6 +520,79 @@ def cmd_download(args):
     path = data.download(args.name, args.data_dir)
     print(f"{args.name} is in {path}")
     return 0
+
+
+def cmd_parity(args):
+    """Train npmf and its Keras twin side by side and print the differences."""
+    # NOTE: TensorFlow and reference/ are imported here, inside the command,
+    # so that npmf itself never imports TensorFlow and every other command
+    # starts without it.
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as err:
+        raise UsageError(
+            "parity needs TensorFlow; install it with: pip install -e '.[test]'"
+        ) from err
+    try:
+        from reference import parity
+    except ImportError as err:
+        raise UsageError(
+            f"parity needs the reference package of the npmf repository ({err}); "
+            f"install it with: pip install -e '.[test]'") from err
+
+    if args.model == "mf" and (args.hidden is not None or args.activation is not None):
+        raise UsageError("--hidden and --activation apply to --model deep, not mf")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    if args.n_factors < 1:
+        raise UsageError(f"--factors must be >= 1, got {args.n_factors}")
+    try:
+        hidden = tuple(int(w) for w in (args.hidden or "2048,256").split(","))
+    except ValueError as err:
+        raise UsageError(f"--hidden must be comma-separated integers like 2048,256, "
+                         f"got {args.hidden!r}") from err
+    activation = args.activation or "linear"
+
+    data = parity.load_tutorial_data(args.dataset, args.data_dir)
+    batch_size = parity.DEFAULT_BATCH_SIZE[args.model]
+    t0 = time.perf_counter()
+    report = parity.run_parity(
+        data, args.model, args.optimizer, n_steps=args.steps, n_factors=args.n_factors,
+        hidden=hidden, activation=activation, seed=args.seed)
+    seconds = time.perf_counter() - t0
+
+    widths = ",".join(map(str, hidden))
+    detail = f" {activation} {widths}" if args.model == "deep" else ""
+    print(f"parity {args.model}{detail} {args.optimizer} on {args.dataset}: "
+          f"{report.n_steps} steps of batch {batch_size} from identical weights, "
+          f"seed {args.seed}")
+    lines = parity.format_report(report)
+    print("\n".join(lines[:-1]))
+    print(f"time {seconds:.1f}s")
+    print(lines[-1])
+    return 0 if report.ok else 1
+
+
+def cmd_gradcheck(args):
+    """Check every gradient of a tiny model against central differences."""
+    from npmf import gradcheck
+
+    core, params, u, i, r = gradcheck.tiny_problem(args.model, args.activation)
+    errors = gradcheck.check_gradients(core, params, u, i, r, loss=args.loss)
+    detail = f" {args.activation}" if args.model == "deep" else ""
+    print(f"gradcheck {args.model}{detail}, loss {args.loss} + whole-table l2: float64 "
+          f"central differences on a batch of {len(u)} with repeated users and items")
+    for key, err in errors.items():
+        print(f"{key:<4} rel_error {err:.3e}")
+    worst = max(errors, key=errors.get)
+    tol = gradcheck.GRADCHECK_TOLERANCE
+    ok = errors[worst] <= tol
+    print(f"worst_rel_error {errors[worst]:.3e} ({worst}, tol {tol:g}): "
+          f"{'ok' if ok else 'FAIL'}")
+    return 0 if ok else 1
 
 
 # ---------------------------------------------------------------- entry point

@@ -196,8 +196,12 @@ class Adamax:
             np.maximum(f(self.beta_2) * v, np.abs(dW), out=v)  # same shape as W
 
             # step with bias correction on m only
-            lr_t = f(self.learning_rate) / (f(1.0) - f(self.beta_1) ** f(t))
-            W -= lr_t * m / (v + f(self.epsilon))  # same shape as W
+            # NOTE: (lr m) / ((1 - beta_1^t)(v + eps)) in this order rounds
+            # exactly like keras/src/optimizers/adamax.py in float32
+            beta_1_power = f(self.beta_1) ** f(t)
+            W -= (f(self.learning_rate) * m) / (
+                (f(1.0) - beta_1_power) * (v + f(self.epsilon))
+            )  # same shape as W
         self.iterations = t
 
     def state(self):
