@@ -145,8 +145,12 @@ class RatingModel:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.seed is not None:
-            _check_positive_int("seed", self.seed + 1)
+        if self.seed is not None and (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, (int, np.integer))
+            or self.seed < 0
+        ):
+            raise ValueError(f"seed must be None or an integer >= 0, got {self.seed!r}")
 
     def fit(self, X, y, *, validation_data=None, user_ids=None, item_ids=None,
             progress=False, on_epoch_end=None, checkpoint=None, resume=False):
@@ -294,10 +298,9 @@ class RatingModel:
 
         Notes
         -----
-        Unknown ids fall back to the biases: unknown item gives
-        ``mu + bu[u]``, unknown user gives ``mu + bi[i]``, both unknown give
-        ``mu``. Rows with both ids in the tables use the model, as the
-        tutorial's Keras model does.
+        Both ids unknown give ``mu``; one unknown id gives the model's
+        fallback (:meth:`_predict_one_side`). Rows with both ids in the tables
+        use the model, as the tutorial's Keras model does.
         """
         self._check_fitted()
         users, items = split_pairs(X)
@@ -309,9 +312,9 @@ class RatingModel:
         pred = np.full(len(u), self.mu_, dtype=np.float64)  # (n,)
         if both.any():
             pred[both] += predict_batches(self._core(), self.params_, u[both], i[both])
-        only_u, only_i = ku & ~ki, ki & ~ku
-        pred[only_u] += self.params_["bu"][u[only_u]]
-        pred[only_i] += self.params_["bi"][i[only_i]]
+        partial = ku ^ ki
+        if partial.any():
+            pred[partial] += self._predict_one_side(u[partial], i[partial])
 
         user_status = _status(u, self.user_seen_)
         item_status = _status(i, self.item_seen_)
@@ -353,6 +356,23 @@ class RatingModel:
         r_hat = predict_batches(self._core(), self.params_, u.astype(np.int32),
                                 i.astype(np.int32))
         return self.mu_ + r_hat.astype(np.float64)
+
+    def _predict_one_side(self, u, i):
+        """Centred prediction when exactly one of ``u[b]``, ``i[b]`` is -1.
+
+        Parameters
+        ----------
+        u, i : ndarray of int of shape (n,)
+            Row indices, -1 for an unknown id.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            ``bu[u]`` for an unknown item, ``bi[i]`` for an unknown user: the
+            MF's prediction with the unknown side's factors at zero.
+        """
+        out = np.where(u >= 0, self.params_["bu"][u], 0.0)  # (n,)
+        return out + np.where(i >= 0, self.params_["bi"][i], 0.0)  # (n,)
 
     def predict(self, X):
         """Predict ratings for raw (user, item) id pairs.
@@ -640,6 +660,37 @@ class DeepRegressor(RatingModel):
                 f"activation must be one of {tuple(mlp.ACTIVATIONS)}, "
                 f"got {self.activation!r}"
             )
+
+    def _predict_one_side(self, u, i):
+        """Centred prediction when exactly one of ``u[b]``, ``i[b]`` is -1.
+
+        Parameters
+        ----------
+        u, i : ndarray of int of shape (n,)
+            Row indices, -1 for an unknown id.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            The network's prediction with the unknown side's embedding rows
+            (factors and bias input) replaced by the mean of the trained rows
+            of that table: an "average" user or item.
+
+        Notes
+        -----
+        NOTE: ``bu`` and ``bi`` are inputs of the network, not additive
+        biases, so the MF's ``mu + bu[u]`` fallback has no meaning here.
+        """
+        params = dict(self.params_)
+        u, i = u.copy(), i.copy()
+        for key_f, key_b, idx, seen in (("P", "bu", u, self.user_seen_),
+                                        ("Q", "bi", i, self.item_seen_)):
+            rows = seen if seen.any() else np.ones_like(seen)
+            params[key_f] = np.vstack([params[key_f], params[key_f][rows].mean(axis=0)])
+            params[key_b] = np.append(params[key_b], params[key_b][rows].mean())
+            idx[idx < 0] = len(seen)  # the appended mean row
+        return predict_batches(self._core(), params, u.astype(np.int32),
+                               i.astype(np.int32)).astype(np.float64)
 
     def _core(self):
         return mlp.make(self.activation)

@@ -216,3 +216,25 @@ def test_top_n_refuses_bad_user_row():
         top_n(model, -1, 3)
     # user 1 rated items 10 and 20 in training: only item 30 is left
     assert [model.item_map_.ids[j] for j, _ in top_n(model, 0, 5)] == [30]
+
+
+def test_deep_unknown_item_uses_average_item():
+    """For the deep model an unknown item is predicted as the mean item row."""
+    from npmf.estimator import DeepRegressor
+
+    model = DeepRegressor(n_factors=2, hidden=(4,), activation="relu", n_epochs=2,
+                          batch_size=2, seed=0).fit(TRAIN_X, TRAIN_Y)
+    P, Q, bu, bi = (model.params_[k] for k in ("P", "Q", "bu", "bi"))
+    ext = dict(model.params_, Q=np.vstack([Q, Q.mean(axis=0)]), bi=np.append(bi, bi.mean()))
+    r_hat, _ = model._core().forward(ext, np.array([0]), np.array([3]))
+    with pytest.warns(UserWarning):
+        pred = model.predict(np.array([[1, 99]]))
+    assert pred[0] == pytest.approx(model.mu_ + r_hat[0], abs=1e-6)
+
+
+def test_seed_must_be_nonnegative_int():
+    """A negative or non-integer seed is named with its value."""
+    with pytest.raises(ValueError, match="seed must be None or an integer >= 0, got -1"):
+        MFRegressor(seed=-1).fit(TRAIN_X, TRAIN_Y)
+    with pytest.raises(ValueError, match="got 'a'"):
+        MFRegressor(seed="a").fit(TRAIN_X, TRAIN_Y)

@@ -27,6 +27,8 @@ name                       meaning                                        shape
 ``W1``, ``b1``             weights and bias of dense layer 1              ``(in, out)``,
                                                                           ``(out,)``
 ``z1``, ``a1``             pre-activation and activation of layer 1       ``(batch, out)``
+``a_in``, ``z``            input and pre-activation of a generic dense    ``(batch, in)``,
+                           layer (layer-generic code in ``layers.py``)    ``(batch, out)``
 =========================  ============================================  =====================
 
 A gradient is ``d`` plus the name (``dP``, ``dbu``, ``dW1``, ``dr_hat``):
