@@ -257,3 +257,125 @@ def make_optimizer(name, learning_rate=None):
         raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
     cls = SGD if name == "sgd" else Adamax
     return cls() if learning_rate is None else cls(learning_rate=learning_rate)
+
+
+PENALTIES = ("table", "rows")
+
+
+class L2Penalty:
+    """L2 regularisation of a model: the tutorial's or per-rating.
+
+    Parameters
+    ----------
+    l2 : float, default=0.01
+        Weight on the factor tables ``P`` and ``Q`` (and on the bias tables
+        when ``l2_bias`` is None).
+    penalty : {"table", "rows"}, default="table"
+        ``"table"``: ``l2 * sum(W ** 2)`` over the whole of each table, once
+        per step (the tutorial under Keras). ``"rows"``: only the batch's
+        rows, once per rating, averaged over the batch (Funk SVD's
+        per-rating regularisation).
+    l2_bias : float or None, default=None
+        Weight on ``bu`` and ``bi``; ``l2`` when None.
+    l2_dense : float, default=0.0
+        Weight on the dense kernels ``W1, W2, ...`` (whole arrays, once per
+        step; biases of dense layers are never penalised).
+
+    Notes
+    -----
+    With ``c`` the weight of each table (``l2`` or ``l2_bias``) and ``batch``
+    the batch size, the ``"rows"`` penalty and its gradient are::
+
+        penalty = (1 / batch) sum_b [ c_P |P[u_b]|^2 + c_Q |Q[i_b]|^2
+                                      + c_bu bu[u_b]^2 + c_bi bi[i_b]^2 ]
+        dP[j]   = (2 c_P / batch) * count_j * P[j]
+
+    where ``count_j`` is how often row ``j`` occurs in the batch. With the
+    MSE loss and ``learning_rate = lr``, one SGD step moves a row like a
+    per-rating Funk SVD step of size ``2 lr / batch``.
+    """
+
+    def __init__(self, l2=0.01, penalty="table", l2_bias=None, l2_dense=0.0):
+        self.l2 = l2
+        self.penalty = penalty
+        self.l2_bias = l2_bias
+        self.l2_dense = l2_dense
+
+    @property
+    def weights(self):
+        """Weight of each embedding table, by key."""
+        c_bias = self.l2 if self.l2_bias is None else self.l2_bias
+        return {"P": self.l2, "Q": self.l2, "bu": c_bias, "bi": c_bias}
+
+    @property
+    def is_tutorial(self):
+        """True when this is the plain whole-table penalty of one weight."""
+        return (self.penalty == "table" and self.l2_dense == 0
+                and self.l2_bias in (None, self.l2))
+
+    def _dense_keys(self, params):
+        return [k for k in params if k.startswith("W")]
+
+    def value(self, params, u, i):
+        """Penalty at the current weights for a batch.
+
+        Parameters
+        ----------
+        params : dict of str to ndarray
+            Parameters.
+        u, i : ndarray of shape (batch,)
+            The batch's user and item rows.
+
+        Returns
+        -------
+        float
+            The penalty added to the batch loss.
+        """
+        total = 0.0
+        if self.penalty == "table":
+            for key, c in self.weights.items():
+                total += c * float(np.sum(params[key] * params[key]))
+        else:
+            batch = len(u)
+            for key, c in self.weights.items():
+                rows = params[key][u if key in ("P", "bu") else i]  # (batch, k)
+                total += c * float(np.sum(rows * rows)) / batch
+        for key in self._dense_keys(params):
+            total += self.l2_dense * float(np.sum(params[key] * params[key]))
+        return total
+
+    def add_grads(self, grads, params, u, i):
+        """Add the penalty's gradient to ``grads`` in place.
+
+        Parameters
+        ----------
+        grads : dict of str to ndarray
+            Gradients of the data loss, keyed like ``params``.
+        params : dict of str to ndarray
+            Parameters.
+        u, i : ndarray of shape (batch,)
+            The batch's user and item rows.
+
+        Returns
+        -------
+        grads : dict of str to ndarray
+            The same dict.
+        """
+        batch = len(u)
+        for key, c in self.weights.items():
+            W = params[key]
+            f = W.dtype.type
+            if self.penalty == "table":
+                # d (c W^2) / dW = 2 c W, on every row
+                grads[key] += f(2.0 * c) * W  # (n_rows, k)
+                continue
+            # d (c / batch) sum_b W[idx_b]^2 / dW[j] = (2 c / batch) count_j W[j]
+            idx = u if key in ("P", "bu") else i
+            count = np.bincount(idx, minlength=W.shape[0]).astype(W.dtype)  # (n_rows,)
+            scale = f(2.0 * c / batch) * count  # (n_rows,)
+            grads[key] += scale.reshape((-1,) + (1,) * (W.ndim - 1)) * W  # (n_rows, k)
+        for key in self._dense_keys(params):
+            W = params[key]
+            # d (l2_dense W^2) / dW = 2 l2_dense W
+            grads[key] += W.dtype.type(2.0 * self.l2_dense) * W  # (in, out)
+        return grads
