@@ -83,6 +83,24 @@ def _add_train_args(p):
                    help="whole-table L2 weight on the embeddings (default 0.01)")
     g.add_argument("--loss", default=None, choices=("rmse", "mse"))
     g.add_argument("--seed", type=int, default=None, help="random seed")
+    g.add_argument("--penalty", default=None, choices=("table", "rows"),
+                   help="L2 on whole tables (tutorial) or on the batch's rows")
+    g.add_argument("--l2-bias", type=float, default=None,
+                   help="L2 weight on the bias tables (default: --l2)")
+    g.add_argument("--l2-dense", type=float, default=None,
+                   help="deep model: L2 weight on the dense kernels (default 0)")
+    g.add_argument("--lr-decay", type=float, default=None,
+                   help="multiply the learning rate by this after every epoch")
+    g.add_argument("--init-std", type=float, default=None,
+                   help="normal embedding init with this std (default: Keras uniform)")
+    g.add_argument("--validation-fraction", type=float, default=None,
+                   help="hold out this share of the training ratings for early stopping")
+    g.add_argument("--patience", type=int, default=None,
+                   help="early stopping: epochs without improvement (default 4)")
+    g.add_argument("--refit", action="store_const", const=True, default=None,
+                   help="after early stopping, retrain on all training ratings")
+    g.add_argument("--clip", action="store_const", const=True, default=None,
+                   help="clip predictions to the training rating range")
 
 
 def build_parser():

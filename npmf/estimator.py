@@ -18,7 +18,7 @@ from npmf.io import load_checkpoint, save_checkpoint
 from npmf.losses import LOSSES
 from npmf.metrics import mae, rmse
 from npmf.models import mf, mlp
-from npmf.optim import OPTIMIZERS, make_optimizer
+from npmf.optim import OPTIMIZERS, PENALTIES, L2Penalty, make_optimizer
 from npmf.train import fit_loop, predict_batches
 
 logger = logging.getLogger(__name__)
@@ -145,6 +145,22 @@ class RatingModel:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
+        if self.l2_bias is not None:
+            _check_nonneg_float("l2_bias", self.l2_bias)
+        _check_nonneg_float("lr_decay", self.lr_decay)
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.init_std is not None:
+            _check_nonneg_float("init_std", self.init_std)
+        if self.validation_fraction is not None:
+            _check_nonneg_float("validation_fraction", self.validation_fraction)
+            if not 0 < self.validation_fraction < 1:
+                raise ValueError(
+                    f"validation_fraction must be in (0, 1) or None, "
+                    f"got {self.validation_fraction}")
+        _check_positive_int("patience", self.patience)
         if self.seed is not None and (
             isinstance(self.seed, bool)
             or not isinstance(self.seed, (int, np.integer))
@@ -213,47 +229,100 @@ class RatingModel:
         r = (y - self.mu_).astype(np.float32)  # (n,)
 
         rng = np.random.default_rng(self.seed)
-        self.params_ = self._init_params(n_users, n_items, rng)
-        self.optimizer_ = make_optimizer(self.optimizer, self.learning_rate)
         self.user_seen_ = np.bincount(u, minlength=n_users) > 0  # (n_users,)
         self.item_seen_ = np.bincount(i, minlength=n_items) > 0  # (n_items,)
         self.train_pairs_ = np.stack([u, i], axis=1)  # (n, 2)
+        self.rating_range_ = (float(np.min(y)), float(np.max(y)))
 
         val = None
         if validation_data is not None:
             val = self._validation_indices(*validation_data)
 
-        # resume from a checkpoint of the same run, or start fresh
-        history, start_epoch = [], 1
+        # early stopping watches a slice carved from the training ratings
+        stop_set, fit_rows = None, slice(None)
+        if self.validation_fraction:
+            if checkpoint is not None:
+                raise ValueError("checkpoint cannot be combined with validation_fraction")
+            stop_rows, fit_rows = _carve(len(r), self.validation_fraction, rng)
+            stop_set = (u[stop_rows], i[stop_rows], r[stop_rows])
+
         # n_epochs may grow between the run and its resumption
         settings = {k: v for k, v in self.get_params().items() if k != "n_epochs"}
         fingerprint = _fingerprint(u, i, y, settings)
+        self.params_ = self._init_params(n_users, n_items, rng)
+        try:
+            self.history_, self.best_epoch_ = self._run(
+                (u[fit_rows], i[fit_rows], r[fit_rows]), rng, self.n_epochs, val,
+                stop_set, progress, on_epoch_end, checkpoint, resume, fingerprint)
+            if stop_set is not None and self.refit:
+                # retrain from scratch on every training rating, as long as
+                # early stopping found best
+                rng = np.random.default_rng(self.seed)
+                self.params_ = self._init_params(n_users, n_items, rng)
+                self.history_, _ = self._run(
+                    (u, i, r), rng, self.best_epoch_, val, None, progress,
+                    on_epoch_end, None, False, fingerprint)
+        except BaseException:
+            # no half-trained or NaN-filled model is left behind
+            del self.params_
+            raise
+        return self
+
+    def _run(self, train, rng, n_epochs, val, stop_set, progress, on_epoch_end,
+             checkpoint, resume, fingerprint):
+        """Train ``self.params_`` for up to ``n_epochs``; return history and best epoch."""
+        self.optimizer_ = make_optimizer(self.optimizer, self.learning_rate)
+        lr0 = self.optimizer_.learning_rate
+        history, start_epoch = [], 1
         if checkpoint is not None and resume and Path(checkpoint).is_file():
             history = load_checkpoint(checkpoint, self, self.optimizer_, rng, fingerprint)
             start_epoch = len(history) + 1
             logger.info("resuming from %s after epoch %d", checkpoint, len(history))
+        # exponential decay: epoch e runs at lr0 * lr_decay ** (e - 1)
+        self.optimizer_.learning_rate = lr0 * self.lr_decay ** (start_epoch - 1)
+        best = {"epoch": n_epochs, "rmse": np.inf, "params": None}
 
         def epoch_done(record):
             history.append(record)
+            epoch = record["epoch"]
+            self.optimizer_.learning_rate = lr0 * self.lr_decay**epoch
+            stop = False
+            if stop_set is not None:
+                record["stop_rmse"] = self._clipped_rmse(*stop_set)
+                if record["stop_rmse"] < best["rmse"]:
+                    best.update(epoch=epoch, rmse=record["stop_rmse"],
+                                params={k: W.copy() for k, W in self.params_.items()})
+                stop = epoch - best["epoch"] >= self.patience
             if checkpoint is not None:
                 save_checkpoint(checkpoint, self.params_, self.optimizer_, rng,
                                 history, fingerprint)
             if on_epoch_end is not None:
                 on_epoch_end(record)
+            return stop
 
-        try:
-            fit_loop(
-                self._core(), self.params_, self.optimizer_, (u, i, r),
-                n_epochs=self.n_epochs, batch_size=self.batch_size, loss=self.loss,
-                l2=self.l2, rng=rng, validation=val, on_epoch_end=epoch_done,
-                progress=progress, start_epoch=start_epoch,
-            )
-        except BaseException:
-            # no half-trained or NaN-filled model is left behind
-            del self.params_
-            raise
-        self.history_ = history
-        return self
+        fit_loop(
+            self._core(), self.params_, self.optimizer_, train,
+            n_epochs=n_epochs, batch_size=self.batch_size, loss=self.loss,
+            l2=self._penalty(), rng=rng, validation=val, on_epoch_end=epoch_done,
+            progress=progress, start_epoch=start_epoch,
+        )
+        if best["params"] is not None:
+            # restore the weights of the best epoch
+            for key, W in best["params"].items():
+                self.params_[key][...] = W
+        return history, best["epoch"]
+
+    def _penalty(self):
+        return L2Penalty(self.l2, penalty=self.penalty, l2_bias=self.l2_bias,
+                         l2_dense=getattr(self, "l2_dense", 0.0))
+
+    def _clipped_rmse(self, u, i, r):
+        """Whole-set RMSE of centred targets, predictions clipped if asked."""
+        r_hat = predict_batches(self._core(), self.params_, u, i).astype(np.float64)
+        if self.clip:
+            lo, hi = self.rating_range_
+            r_hat = np.clip(r_hat, lo - self.mu_, hi - self.mu_)
+        return rmse(r_hat, r)
 
     def _validation_indices(self, X_val, y_val):
         vu_raw, vi_raw = split_pairs(X_val, "validation X")
@@ -315,6 +384,8 @@ class RatingModel:
         partial = ku ^ ki
         if partial.any():
             pred[partial] += self._predict_one_side(u[partial], i[partial])
+        if self.clip:
+            pred = np.clip(pred, *self.rating_range_)
 
         user_status = _status(u, self.user_seen_)
         item_status = _status(i, self.item_seen_)
@@ -355,7 +426,8 @@ class RatingModel:
         check_indices(i, len(self.item_map_), "i")
         r_hat = predict_batches(self._core(), self.params_, u.astype(np.int32),
                                 i.astype(np.int32))
-        return self.mu_ + r_hat.astype(np.float64)
+        pred = self.mu_ + r_hat.astype(np.float64)
+        return np.clip(pred, *self.rating_range_) if self.clip else pred
 
     def _predict_one_side(self, u, i):
         """Centred prediction when exactly one of ``u[b]``, ``i[b]`` is -1.
@@ -430,6 +502,18 @@ class RatingModel:
         return out
 
 
+def _carve(n, fraction, rng):
+    """Split ``range(n)`` into a random slice of ``fraction`` and the rest."""
+    n_stop = int(round(n * fraction))
+    if n_stop < 1 or n_stop >= n:
+        raise ValueError(
+            f"validation_fraction={fraction} of {n} ratings leaves "
+            f"{n_stop} for early stopping and {n - n_stop} for training; "
+            f"both need at least one")
+    perm = rng.permutation(n)
+    return np.sort(perm[:n_stop]), np.sort(perm[n_stop:])
+
+
 def _fingerprint(u, i, r, hyperparameters):
     """Hash of the training data and hyperparameters, to match checkpoints."""
     h = hashlib.sha256()
@@ -468,6 +552,28 @@ class MFRegressor(RatingModel):
         Batch loss.
     seed : int or None, default=None
         Seed of the one generator behind initialisation and shuffling.
+    penalty : {"table", "rows"}, default="table"
+        ``"table"``: the tutorial's ``l2 * sum(W ** 2)`` over whole tables once
+        per step; ``"rows"``: per-rating regularisation of the batch's rows
+        (:class:`npmf.optim.L2Penalty`).
+    l2_bias : float or None, default=None
+        Penalty weight on ``bu`` and ``bi``; ``l2`` when None.
+    lr_decay : float, default=1.0
+        Epoch ``e`` runs at ``learning_rate * lr_decay ** (e - 1)``.
+    init_std : float or None, default=None
+        Embeddings start normal with this standard deviation; uniform on
+        [-0.05, 0.05) like Keras when None.
+    validation_fraction : float or None, default=None
+        Share of the training ratings held out for early stopping (never
+        the test ratings); no early stopping when None.
+    patience : int, default=4
+        Early stopping ends training after this many epochs without a
+        better held-out RMSE, and restores the best epoch's weights.
+    refit : bool, default=False
+        After early stopping, retrain from scratch on all training ratings
+        for the best epoch count.
+    clip : bool, default=False
+        Clip predictions to the range of the training ratings.
 
     Attributes
     ----------
@@ -481,6 +587,10 @@ class MFRegressor(RatingModel):
         Which rows have training ratings.
     history_ : list of dict
         One record per epoch; see :func:`npmf.train.fit_loop`.
+    best_epoch_ : int
+        Epoch whose weights were kept (the last one without early stopping).
+    rating_range_ : tuple of float
+        Lowest and highest training rating (the clipping range).
 
     Notes
     -----
@@ -491,10 +601,13 @@ class MFRegressor(RatingModel):
 
     model_name = "mf"
     _param_names = ("n_factors", "n_epochs", "batch_size", "learning_rate",
-                    "optimizer", "l2", "loss", "seed")
+                    "optimizer", "l2", "loss", "seed", "penalty", "l2_bias", "lr_decay", "init_std",
+                    "validation_fraction", "patience", "refit", "clip")
 
     def __init__(self, n_factors=200, n_epochs=60, batch_size=256, learning_rate=None,
-                 optimizer="sgd", l2=0.01, loss="rmse", seed=None):
+                 optimizer="sgd", l2=0.01, loss="rmse", seed=None, penalty="table",
+                 l2_bias=None, lr_decay=1.0, init_std=None, validation_fraction=None,
+                 patience=4, refit=False, clip=False):
         self.n_factors = n_factors
         self.n_epochs = n_epochs
         self.batch_size = batch_size
@@ -503,6 +616,14 @@ class MFRegressor(RatingModel):
         self.l2 = l2
         self.loss = loss
         self.seed = seed
+        self.penalty = penalty
+        self.l2_bias = l2_bias
+        self.lr_decay = lr_decay
+        self.init_std = init_std
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.refit = refit
+        self.clip = clip
 
     def _check_hyperparameters(self):
         self._check_common()
@@ -511,7 +632,8 @@ class MFRegressor(RatingModel):
         return mf
 
     def _init_params(self, n_users, n_items, rng):
-        return mf.init_params(n_users, n_items, self.n_factors, rng)
+        return mf.init_params(n_users, n_items, self.n_factors, rng,
+                              init_std=self.init_std)
 
     def layer_table(self, n_users, n_items):
         """Rows of a Keras-like summary: (layer, output shape, parameter count).
@@ -589,6 +711,30 @@ class DeepRegressor(RatingModel):
         Batch loss.
     seed : int or None, default=None
         Seed of the one generator behind initialisation and shuffling.
+    l2_dense : float, default=0.0
+        Whole-array penalty weight on the dense kernels (not their biases).
+    penalty : {"table", "rows"}, default="table"
+        ``"table"``: the tutorial's ``l2 * sum(W ** 2)`` over whole tables once
+        per step; ``"rows"``: per-rating regularisation of the batch's rows
+        (:class:`npmf.optim.L2Penalty`).
+    l2_bias : float or None, default=None
+        Penalty weight on ``bu`` and ``bi``; ``l2`` when None.
+    lr_decay : float, default=1.0
+        Epoch ``e`` runs at ``learning_rate * lr_decay ** (e - 1)``.
+    init_std : float or None, default=None
+        Embeddings start normal with this standard deviation; uniform on
+        [-0.05, 0.05) like Keras when None.
+    validation_fraction : float or None, default=None
+        Share of the training ratings held out for early stopping (never
+        the test ratings); no early stopping when None.
+    patience : int, default=4
+        Early stopping ends training after this many epochs without a
+        better held-out RMSE, and restores the best epoch's weights.
+    refit : bool, default=False
+        After early stopping, retrain from scratch on all training ratings
+        for the best epoch count.
+    clip : bool, default=False
+        Clip predictions to the range of the training ratings.
 
     Attributes
     ----------
@@ -603,6 +749,10 @@ class DeepRegressor(RatingModel):
         Which rows have training ratings.
     history_ : list of dict
         One record per epoch; see :func:`npmf.train.fit_loop`.
+    best_epoch_ : int
+        Epoch whose weights were kept (the last one without early stopping).
+    rating_range_ : tuple of float
+        Lowest and highest training rating (the clipping range).
 
     Notes
     -----
@@ -626,6 +776,9 @@ class DeepRegressor(RatingModel):
         "l2",
         "loss",
         "seed",
+        "l2_dense",
+        "penalty", "l2_bias", "lr_decay", "init_std",
+                    "validation_fraction", "patience", "refit", "clip",
     )
 
     def __init__(
@@ -640,6 +793,15 @@ class DeepRegressor(RatingModel):
         l2=0.01,
         loss="rmse",
         seed=None,
+        l2_dense=0.0,
+        penalty="table",
+        l2_bias=None,
+        lr_decay=1.0,
+        init_std=None,
+        validation_fraction=None,
+        patience=4,
+        refit=False,
+        clip=False,
     ):
         self.n_factors = n_factors
         self.hidden = hidden
@@ -651,9 +813,19 @@ class DeepRegressor(RatingModel):
         self.l2 = l2
         self.loss = loss
         self.seed = seed
+        self.l2_dense = l2_dense
+        self.penalty = penalty
+        self.l2_bias = l2_bias
+        self.lr_decay = lr_decay
+        self.init_std = init_std
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.refit = refit
+        self.clip = clip
 
     def _check_hyperparameters(self):
         self._check_common()
+        _check_nonneg_float("l2_dense", self.l2_dense)
         _check_hidden(self.hidden)
         if self.activation not in mlp.ACTIVATIONS:
             raise ValueError(
@@ -697,7 +869,8 @@ class DeepRegressor(RatingModel):
 
     def _init_params(self, n_users, n_items, rng):
         hidden = tuple(self.hidden)
-        return mlp.init_params(n_users, n_items, self.n_factors, hidden, rng)
+        return mlp.init_params(n_users, n_items, self.n_factors, hidden, rng,
+                               init_std=self.init_std)
 
     def layer_table(self, n_users, n_items):
         """Rows of a Keras-like summary: (layer, output shape, parameter count).

@@ -196,6 +196,9 @@ class _ShapeOnlyRng:
     def uniform(self, low=0.0, high=1.0, size=None):
         return np.zeros(size)
 
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return np.zeros(size)
+
 
 def save_checkpoint(path, params, optimizer, rng, history, fingerprint):
     """Write a training checkpoint atomically.

@@ -332,15 +332,16 @@ class L2Penalty:
             The penalty added to the batch loss.
         """
         total = 0.0
+        weights = {key: c for key, c in self.weights.items() if c != 0}
         if self.penalty == "table":
-            for key, c in self.weights.items():
+            for key, c in weights.items():
                 total += c * float(np.sum(params[key] * params[key]))
         else:
             batch = len(u)
-            for key, c in self.weights.items():
+            for key, c in weights.items():
                 rows = params[key][u if key in ("P", "bu") else i]  # (batch, k)
                 total += c * float(np.sum(rows * rows)) / batch
-        for key in self._dense_keys(params):
+        for key in self._dense_keys(params) if self.l2_dense else ():
             total += self.l2_dense * float(np.sum(params[key] * params[key]))
         return total
 
@@ -363,6 +364,8 @@ class L2Penalty:
         """
         batch = len(u)
         for key, c in self.weights.items():
+            if c == 0:
+                continue
             W = params[key]
             f = W.dtype.type
             if self.penalty == "table":
@@ -374,7 +377,7 @@ class L2Penalty:
             count = np.bincount(idx, minlength=W.shape[0]).astype(W.dtype)  # (n_rows,)
             scale = f(2.0 * c / batch) * count  # (n_rows,)
             grads[key] += scale.reshape((-1,) + (1,) * (W.ndim - 1)) * W  # (n_rows, k)
-        for key in self._dense_keys(params):
+        for key in self._dense_keys(params) if self.l2_dense else ():
             W = params[key]
             # d (l2_dense W^2) / dW = 2 l2_dense W
             grads[key] += W.dtype.type(2.0 * self.l2_dense) * W  # (in, out)

@@ -238,3 +238,86 @@ def test_seed_must_be_nonnegative_int():
         MFRegressor(seed=-1).fit(TRAIN_X, TRAIN_Y)
     with pytest.raises(ValueError, match="got 'a'"):
         MFRegressor(seed="a").fit(TRAIN_X, TRAIN_Y)
+
+
+def test_early_stopping_restores_best_epoch_and_never_sees_test():
+    """Early stopping keeps the best held-out epoch's weights."""
+    X, y = synthetic_rank1()
+    model = MFRegressor(n_factors=2, n_epochs=40, batch_size=16, optimizer="adamax",
+                        learning_rate=0.05, l2=0.0, validation_fraction=0.2,
+                        patience=2, seed=0).fit(X, y)
+    scores = [rec["stop_rmse"] for rec in model.history_]
+    assert model.best_epoch_ == 1 + int(np.argmin(scores))
+    assert len(model.history_) <= model.best_epoch_ + 2
+    # the weights kept are the best epoch's: recompute its held-out RMSE
+    rng = np.random.default_rng(0)
+    n_stop = round(0.2 * len(y))
+    stop = np.sort(rng.permutation(len(y))[:n_stop])
+    pred = model.predict(X[stop])
+    assert np.sqrt(np.mean((pred - y[stop]) ** 2)) == pytest.approx(min(scores), rel=1e-5)
+
+
+def test_refit_trains_best_epoch_count_on_all_ratings():
+    """refit retrains from scratch for best_epoch_ epochs on every rating."""
+    X, y = synthetic_rank1()
+    model = MFRegressor(n_factors=2, n_epochs=30, batch_size=16, optimizer="adamax",
+                        learning_rate=0.05, l2=0.0, validation_fraction=0.2, patience=2,
+                        refit=True, seed=0).fit(X, y)
+    assert len(model.history_) == model.best_epoch_
+    assert "stop_rmse" not in model.history_[0]
+
+
+def test_lr_decay_schedule():
+    """Epoch e runs at learning_rate * lr_decay ** (e - 1)."""
+    seen = []
+    X, y = synthetic_rank1()
+    model = MFRegressor(n_factors=2, n_epochs=3, learning_rate=0.1, lr_decay=0.5, seed=0)
+    original = model.fit
+
+    def record(rec):
+        seen.append(model.optimizer_.learning_rate)
+
+    original(X, y, on_epoch_end=record)
+    # read after each epoch: the rate the next epoch will use
+    assert seen == pytest.approx([0.05, 0.025, 0.0125])
+
+
+def test_clip_limits_predictions_to_training_range():
+    """clip=True keeps every prediction inside [min, max] of the training ratings."""
+    X, y = synthetic_rank1()
+    model = MFRegressor(n_factors=2, n_epochs=2, learning_rate=0.5, clip=True, seed=0)
+    model.fit(X, y)
+    pred = model.predict(X)
+    assert pred.min() >= y.min() and pred.max() <= y.max()
+    assert model.rating_range_ == (y.min(), y.max())
+
+
+def test_rows_penalty_trains_and_differs_from_table():
+    """penalty='rows' trains (reference path) and gives other weights than 'table'."""
+    X, y = synthetic_rank1()
+    kw = dict(n_factors=2, n_epochs=2, batch_size=16, loss="mse", learning_rate=0.05,
+              l2=0.05, seed=0)
+    rows = MFRegressor(penalty="rows", l2_bias=0.01, **kw).fit(X, y)
+    table = MFRegressor(**kw).fit(X, y)
+    assert rows.history_[-1]["loss"] < rows.history_[0]["loss"]
+    assert not np.allclose(rows.params_["P"], table.params_["P"])
+
+
+def test_init_std_draws_normal_embeddings():
+    """init_std gives normal embeddings with that spread."""
+    model = MFRegressor(n_factors=50, init_std=0.01)
+    params = model._init_params(200, 100, np.random.default_rng(0))
+    assert params["P"].std() == pytest.approx(0.01, rel=0.05)
+    assert params["P"].dtype == np.float32
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"penalty": "whole"}, "penalty must be one of"),
+    ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\], got 1.5"),
+    ({"validation_fraction": 1.0}, r"validation_fraction must be in \(0, 1\)"),
+    ({"patience": 0}, "patience must be an integer >= 1, got 0"),
+])
+def test_fit_validates_training_options(kwargs, message):
+    """The options beyond the tutorial are validated too."""
+    with pytest.raises(ValueError, match=message):
+        MFRegressor(**kwargs).fit(TRAIN_X, TRAIN_Y)

@@ -240,10 +240,18 @@ def test_deep_regressor_registered_as_deep():
     """MODELS['deep'] is DeepRegressor with the tutorial defaults."""
     model = MODELS["deep"]()
     assert isinstance(model, DeepRegressor) and model.model_name == "deep"
-    assert model.get_params() == {
+    tutorial = {
         "n_factors": 200, "hidden": (2048, 256), "activation": "linear",
         "n_epochs": 65, "batch_size": 512, "learning_rate": None, "optimizer": "sgd",
         "l2": 0.01, "loss": "rmse", "seed": None,
+    }  # fmt: skip
+    params = model.get_params()
+    assert {k: params[k] for k in tutorial} == tutorial
+    # the options beyond the tutorial default to the tutorial's behaviour
+    assert {k: params[k] for k in set(params) - set(tutorial)} == {
+        "l2_dense": 0.0, "penalty": "table", "l2_bias": None, "lr_decay": 1.0,
+        "init_std": None, "validation_fraction": None, "patience": 4,
+        "refit": False, "clip": False,
     }  # fmt: skip
 
 

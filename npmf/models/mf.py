@@ -12,7 +12,7 @@ EMBEDDING_INIT_LIMIT = 0.05
 """Keras's ``"uniform"`` embedding initialiser draws from [-0.05, 0.05)."""
 
 
-def init_embeddings(n_users, n_items, n_factors, rng, dtype=np.float32):
+def init_embeddings(n_users, n_items, n_factors, rng, dtype=np.float32, init_std=None):
     """Draw the four embedding tables like Keras's Embedding layer.
 
     Parameters
@@ -27,12 +27,15 @@ def init_embeddings(n_users, n_items, n_factors, rng, dtype=np.float32):
         Source of randomness.
     dtype : numpy dtype, default=np.float32
         Parameter dtype.
+    init_std : float or None, default=None
+        When given, draw from a normal distribution with this standard
+        deviation instead.
 
     Returns
     -------
     params : dict of str to ndarray
         ``P (n_users, k)``, ``Q (n_items, k)``, ``bu (n_users,)``,
-        ``bi (n_items,)``, each uniform on [-0.05, 0.05).
+        ``bi (n_items,)``, each uniform on [-0.05, 0.05) (or normal).
 
     Notes
     -----
@@ -44,6 +47,8 @@ def init_embeddings(n_users, n_items, n_factors, rng, dtype=np.float32):
     lim = EMBEDDING_INIT_LIMIT
 
     def draw(shape):
+        if init_std is not None:
+            return rng.normal(0.0, init_std, size=shape).astype(dtype)
         return rng.uniform(-lim, lim, size=shape).astype(dtype)
 
     return {
@@ -54,7 +59,7 @@ def init_embeddings(n_users, n_items, n_factors, rng, dtype=np.float32):
     }
 
 
-def init_params(n_users, n_items, n_factors, rng, dtype=np.float32):
+def init_params(n_users, n_items, n_factors, rng, dtype=np.float32, init_std=None):
     """Initialise the MF parameters.
 
     Parameters
@@ -69,13 +74,16 @@ def init_params(n_users, n_items, n_factors, rng, dtype=np.float32):
         Source of randomness.
     dtype : numpy dtype, default=np.float32
         Parameter dtype.
+    init_std : float or None, default=None
+        Normal initialisation with this standard deviation; Keras's uniform
+        when None.
 
     Returns
     -------
     params : dict of str to ndarray
         ``P``, ``Q``, ``bu``, ``bi``; see :func:`init_embeddings`.
     """
-    return init_embeddings(n_users, n_items, n_factors, rng, dtype)
+    return init_embeddings(n_users, n_items, n_factors, rng, dtype, init_std)
 
 
 def forward(params, u, i):

@@ -39,7 +39,8 @@ def n_dense_layers(params):
     return n
 
 
-def init_params(n_users, n_items, n_factors, hidden, rng, dtype=np.float32):
+def init_params(n_users, n_items, n_factors, hidden, rng, dtype=np.float32,
+                init_std=None):
     """Initialise the deep model like Keras's default initialisers.
 
     Parameters
@@ -53,9 +54,13 @@ def init_params(n_users, n_items, n_factors, hidden, rng, dtype=np.float32):
     hidden : sequence of int
         Hidden widths, for example ``(2048, 256)``.
     rng : numpy.random.Generator
-        Source of randomness; only ``rng.uniform`` is called.
+        Source of randomness (``rng.uniform``, and ``rng.normal`` with
+        ``init_std``).
     dtype : numpy dtype, default=np.float32
         Parameter dtype.
+    init_std : float or None, default=None
+        Normal embedding initialisation with this standard deviation;
+        Keras's uniform when None.
 
     Returns
     -------
@@ -67,7 +72,7 @@ def init_params(n_users, n_items, n_factors, hidden, rng, dtype=np.float32):
         has one output.
     """
     # embedding tables, drawn first
-    params = init_embeddings(n_users, n_items, n_factors, rng, dtype)
+    params = init_embeddings(n_users, n_items, n_factors, rng, dtype, init_std)
 
     # dense layers: (2k + 2) -> hidden[0] -> ... -> 1
     widths = (2 * n_factors + 2, *hidden, 1)
