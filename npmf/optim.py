@@ -188,21 +188,37 @@ class Adamax:
                 self.m[key] = np.zeros_like(W)
                 self.v[key] = np.zeros_like(W)
             m, v = self.m[key], self.v[key]
+            # two scratch arrays shaped like W, shared by all keys
+            tmp1, tmp2 = self._scratch(W)
 
             # first moment: m <- m + (1 - beta_1)(dW - m)
-            m += f(1.0 - self.beta_1) * (dW - m)  # same shape as W
+            np.subtract(dW, m, out=tmp1)
+            tmp1 *= f(1.0 - self.beta_1)
+            m += tmp1  # same shape as W
 
             # infinity norm: v <- max(beta_2 v, |dW|)
-            np.maximum(f(self.beta_2) * v, np.abs(dW), out=v)  # same shape as W
+            np.multiply(v, f(self.beta_2), out=tmp1)
+            np.abs(dW, out=tmp2)
+            np.maximum(tmp1, tmp2, out=v)  # same shape as W
 
             # step with bias correction on m only
             # NOTE: (lr m) / ((1 - beta_1^t)(v + eps)) in this order rounds
             # exactly like keras/src/optimizers/adamax.py in float32
             beta_1_power = f(self.beta_1) ** f(t)
-            W -= (f(self.learning_rate) * m) / (
-                (f(1.0) - beta_1_power) * (v + f(self.epsilon))
-            )  # same shape as W
+            np.multiply(m, f(self.learning_rate), out=tmp1)
+            np.add(v, f(self.epsilon), out=tmp2)
+            tmp2 *= f(1.0) - beta_1_power
+            tmp1 /= tmp2
+            W -= tmp1  # same shape as W
         self.iterations = t
+
+    def _scratch(self, W):
+        """Two scratch arrays shaped like ``W``, views of one shared buffer."""
+        size = W.size
+        buf = getattr(self, "_buf", None)
+        if buf is None or buf.size < 2 * size or buf.dtype != W.dtype:
+            buf = self._buf = np.empty(2 * size, dtype=W.dtype)
+        return buf[:size].reshape(W.shape), buf[size:2 * size].reshape(W.shape)
 
     def state(self):
         """Return the optimizer state as a dict of arrays (for checkpoints).
@@ -374,9 +390,10 @@ class L2Penalty:
                 continue
             # d (c / batch) sum_b W[idx_b]^2 / dW[j] = (2 c / batch) count_j W[j]
             idx = u if key in ("P", "bu") else i
-            count = np.bincount(idx, minlength=W.shape[0]).astype(W.dtype)  # (n_rows,)
-            scale = f(2.0 * c / batch) * count  # (n_rows,)
-            grads[key] += scale.reshape((-1,) + (1,) * (W.ndim - 1)) * W  # (n_rows, k)
+            rows, count = np.unique(idx, return_counts=True)  # (n_distinct,)
+            scale = f(2.0 * c / batch) * count.astype(W.dtype)  # (n_distinct,)
+            # rows are distinct, so fancy-index += adds each exactly once
+            grads[key][rows] += scale.reshape((-1,) + (1,) * (W.ndim - 1)) * W[rows]
         for key in self._dense_keys(params) if self.l2_dense else ():
             W = params[key]
             # d (l2_dense W^2) / dW = 2 l2_dense W
