@@ -58,3 +58,29 @@ def test_cv_cli_rejects_unknown_fold(data_dir, capsys):
     """An unknown fold name is a usage error naming the valid ones."""
     assert main(["cv", "--data-dir", str(data_dir), "--folds", "u1,u9"]) == 2
     assert "u1, u2, u3, u4, u5, ua, ub" in capsys.readouterr().err
+
+
+def test_presets_build_valid_estimators():
+    """Every preset names a model and hyperparameters its estimator accepts."""
+    from npmf.estimator import MODELS
+    from npmf.presets import PRESETS, get_preset
+
+    for name in PRESETS:
+        preset = get_preset(name)
+        model = MODELS[preset["model"]](**preset["hyperparameters"])
+        model._check_hyperparameters()
+    with pytest.raises(ValueError, match="preset must be one of"):
+        get_preset("best")
+
+
+def test_cli_flag_overrides_preset(data_dir, capsys):
+    """A flag given with --preset wins over the preset's value."""
+    import argparse
+
+    from npmf.cli import build_estimator, build_parser
+
+    args = build_parser().parse_args(["train", "--preset", "mf-best", "--factors", "8",
+                                      "--out", "x"])
+    model = build_estimator(args)
+    assert model.n_factors == 8 and model.penalty == "rows" and model.refit is True
+    assert isinstance(args, argparse.Namespace)
