@@ -65,22 +65,30 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     fit_part, score_part = inner_split(args.data_dir)
-    ids = {"user_ids": np.union1d(fit_part.user, score_part.user),
-           "item_ids": np.union1d(fit_part.item, score_part.item)}
+    ids = {
+        "user_ids": np.union1d(fit_part.user, score_part.user),
+        "item_ids": np.union1d(fit_part.item, score_part.item),
+    }
 
     def objective(trial):
         model = MODELS[args.model](**suggest(trial, args.model))
         model.fit(fit_part[["user", "item"]], fit_part.rating.to_numpy(), **ids)
-        return model.evaluate(score_part[["user", "item"]], score_part.rating.to_numpy())[
-            "rmse"]
+        return model.evaluate(
+            score_part[["user", "item"]], score_part.rating.to_numpy()
+        )["rmse"]
 
     t0 = time.perf_counter()
-    study = optuna.create_study(direction="minimize",
-                                sampler=optuna.samplers.TPESampler(seed=0))
+    study = optuna.create_study(
+        direction="minimize", sampler=optuna.samplers.TPESampler(seed=0)
+    )
     study.optimize(objective, n_trials=args.trials)
-    best = {"model": args.model, "inner_rmse": study.best_value,
-            "hyperparameters": suggest(study.best_trial, args.model),
-            "trials": args.trials, "seconds": time.perf_counter() - t0}
+    best = {
+        "model": args.model,
+        "inner_rmse": study.best_value,
+        "hyperparameters": suggest(study.best_trial, args.model),
+        "trials": args.trials,
+        "seconds": time.perf_counter() - t0,
+    }
     best["hyperparameters"]["refit"] = True
     out = Path(__file__).with_name(f"tune-{args.model}.json")
     out.write_text(json.dumps(best, indent=2, default=list) + "\n")

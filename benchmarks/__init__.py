@@ -1,0 +1,1 @@
+"""Benchmarks of npmf against Keras, Surprise and Cornac; see ``run.py``."""

@@ -1,0 +1,314 @@
+"""Epoch loops of the fast path: lazy-scale SGD and in-place dense Adamax.
+
+Both loops take their batches from :func:`npmf.fast.batching.epoch_batches`,
+run a kernel of :mod:`npmf.fast.kernels` and apply its gradients the way the
+reference optimizer (:mod:`npmf.optim`) would, step for step.
+"""
+
+import contextlib
+
+import numpy as np
+
+from npmf.fast.batching import epoch_batches, scatter_rows
+from npmf.fast.kernels import RankOneRows, fast_loss
+from npmf.models import EMBEDDING_KEYS
+
+F32 = np.float32
+
+RESCALE_BELOW = 2.0**-10
+"""Fold the lazy scale into the tables once it falls below this."""
+
+RESYNC_STEPS = 8192
+"""Recompute ``sum(W ** 2)`` exactly this often (bounds float drift)."""
+
+ADAMAX_CHUNK = 32768
+"""Elements per in-cache block of the dense Adamax update."""
+
+
+_CONTROLLER = None
+
+
+def blas_limit(threads):
+    """Context manager capping BLAS threads (no-op when ``threads`` is None).
+
+    Parameters
+    ----------
+    threads : int or None
+        Thread cap for the BLAS library NumPy uses.
+
+    Returns
+    -------
+    context manager
+        From :class:`threadpoolctl.ThreadpoolController`.
+
+    Notes
+    -----
+    NOTE: kernels made of vector-sized BLAS calls (dot products,
+    matrix-vector products) set ``blas_threads = 1``. Those calls are
+    memory-bound and too short to gain from a second thread, and when the
+    cores are busy OpenBLAS threads waiting on each other made a deep-linear
+    epoch about 100 times slower (0.2 s against 16 to 24 s, measured on a
+    loaded 2-core machine). GEMM-bound kernels leave the caller's setting
+    alone: there a second thread pays off on an idle machine (on the loaded
+    one, one thread was still 3 times faster; see ``benchmarks/``).
+    """
+    global _CONTROLLER
+    if threads is None:
+        return contextlib.nullcontext()
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=threads, user_api="blas")
+
+
+def _sum_sq(params):
+    """``sum(W ** 2)`` over the embedding tables, in float64."""
+    return sum(float(np.dot(W.ravel(), W.ravel())) for W in _tables(params))
+
+
+def _tables(params):
+    return [params[key] for key in EMBEDDING_KEYS]
+
+
+def _add_rows(table, rows, G, ones, arange, norm=True):
+    """``table[rows] += G`` for distinct ``rows``; returns ``sum(G ** 2)``.
+
+    With ``norm=False`` the sum is skipped (the kernel reported it) and 0.0
+    returned.
+    """
+    n = len(rows)
+    if isinstance(G, RankOneRows):
+        # G = outer(coef, vec): every row reads the one source row vec
+        scatter_rows(table, rows, G.coef, G.vec[None, :], 0 * arange[:n])
+        if not norm:
+            return 0.0
+        return float(np.dot(G.coef, G.coef)) * float(np.dot(G.vec, G.vec))
+    if table.ndim == 1:
+        np.add.at(table, rows, G)
+    else:
+        scatter_rows(table, rows, ones[:n], G, arange[:n])
+    if not norm:
+        return 0.0
+    flat = G.reshape(-1)
+    return float(np.dot(flat, flat))
+
+
+def _sgd_dense(kernel, params, key, kind, a, b, lr):
+    """``W -= lr dW`` in place for one dense gradient of the kernel."""
+    W = params[key]
+    if kind == "outer":
+        # rank-1 update W += (-lr) outer(a, b), deferred by the kernel
+        kernel.defer_outer(params, key, -lr, a, b)
+    elif kind == "column":
+        W[:, 0] -= F32(lr) * a
+    else:
+        W -= F32(lr) * a
+
+
+class SGDEngine:
+    """SGD with the whole-table L2 applied lazily through one scale factor.
+
+    Parameters
+    ----------
+    kernel : object
+        A kernel of :mod:`npmf.fast.kernels` built for ``params``.
+
+    Notes
+    -----
+    The reference step is ``W <- W - lr (dW_data + 2 l2 W)`` on every row of
+    ``P``, ``Q``, ``bu`` and ``bi``, that is
+    ``W <- (1 - 2 lr l2) W - lr dW_data``. Store ``W = s W~`` with one float64
+    ``s`` for the four tables; then the step is exactly::
+
+        s'  = (1 - 2 lr l2) s
+        W~ <- W~ - (lr / s') dW_data            (only the batch's rows)
+
+    so a step touches the rows in the batch and nothing else. The penalty the
+    reference logs, ``l2 sum(W ** 2) = l2 s^2 sum(W~ ** 2)``, is kept up to
+    date from ``sum(W~' ** 2) = sum(W~ ** 2) + 2 <W~, G> + sum(G ** 2)`` with
+    ``G = -(lr / s') dW_data``. ``s`` is folded back into the tables (one pass)
+    when it falls below :data:`RESCALE_BELOW` and at the end of the epoch, so
+    ``params`` holds the true weights whenever the caller sees it. Dense
+    layers carry no penalty and take the plain update ``W -= lr dW``; a
+    rank-one ``dW`` is handed to the kernel's ``defer_outer``
+    (:class:`npmf.fast.kernels.DeepLinearKernel`).
+
+    ``lr`` and ``2 l2`` are rounded to float32 first, as the reference
+    multiplies float32 arrays by them.
+    """
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def run_epoch(self, params, optimizer, u, i, r, **kwargs):
+        """Train one epoch; returns the batch-size-weighted mean step loss."""
+        with blas_limit(self.kernel.blas_threads):
+            return self._run_epoch(params, optimizer, u, i, r, **kwargs)
+
+    def _run_epoch(
+        self, params, optimizer, u, i, r, *, order, batch_size, loss_fn, l2, on_batch
+    ):
+        lr = float(F32(optimizer.learning_rate))
+        decay = 1.0 - lr * float(F32(2.0 * l2)) if l2 else 1.0
+        n_users, n_items = len(params["bu"]), len(params["bi"])
+        arange = np.arange(max(n_users, n_items, 1), dtype=np.int32)
+        ones = np.ones(len(arange), dtype=F32)
+        self.s, sum_sq, total = 1.0, _sum_sq(params), 0.0
+        loss_fn = fast_loss(loss_fn)
+        try:
+            batches = epoch_batches(u, i, r, order, batch_size, n_users, n_items)
+            for b, batch in enumerate(batches, start=1):
+                # data loss and gradient at the pre-step weights
+                s_new = self.s * decay
+                loss, emb, cross, dense, g2 = self.kernel.step(
+                    params, self.s, batch, loss_fn, -lr / s_new
+                )
+                step_loss = loss + l2 * self.s * self.s * sum_sq
+                on_batch(b, step_loss, len(batch[0]))
+                total += step_loss * len(batch[0])
+
+                # stored rows move by G; sum(W~^2) follows
+                sum_sq += 2.0 * cross + (g2 or 0.0)
+                for key, (rows, G) in emb.items():
+                    sum_sq += _add_rows(params[key], rows, G, ones, arange, g2 is None)
+                for key, kind, a, vec in dense:
+                    _sgd_dense(self.kernel, params, key, kind, a, vec, lr)
+                self.s = s_new
+                optimizer.iterations += 1
+
+                # fold the scale back in, or refresh the running sum
+                if self.s < RESCALE_BELOW or b % RESYNC_STEPS == 0:
+                    self._fold(params)
+                    sum_sq = _sum_sq(params)
+        finally:
+            self._fold(params)
+            if hasattr(self.kernel, "flush"):
+                self.kernel.flush(params)
+        return total / (len(r) if order is None else len(order))
+
+    def _fold(self, params):
+        """Multiply the tables by ``s`` and reset it to 1."""
+        if self.s != 1.0:
+            for W in _tables(params):
+                W *= F32(self.s)
+        self.s = 1.0
+
+
+class AdamaxEngine:
+    """Keras's Adamax, dense on every row as the whole-table L2 demands.
+
+    Parameters
+    ----------
+    kernel : object
+        A kernel of :mod:`npmf.fast.kernels` built for ``params``.
+
+    Notes
+    -----
+    The whole-table penalty gives every row a gradient, and ``max`` and the
+    division make the update of a row outside the batch depend on its own
+    history, so no lazy form is exact: every element of ``W``, ``m`` and ``v``
+    is updated each step, as in :class:`npmf.optim.Adamax`. The fast path
+    differs in cost only: the gradient buffer is filled in place
+    (``2 l2 W``, then the batch's rows added), and the update runs block by
+    block (:data:`ADAMAX_CHUNK` elements) with in-place ufuncs, so each
+    block stays in cache across its eleven operations and no full-size
+    temporary is allocated. The per-element arithmetic is the reference's,
+    operation for operation.
+    """
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+
+    def run_epoch(self, params, optimizer, u, i, r, **kwargs):
+        """Train one epoch; returns the batch-size-weighted mean step loss."""
+        with blas_limit(self.kernel.blas_threads):
+            return self._run_epoch(params, optimizer, u, i, r, **kwargs)
+
+    def _run_epoch(
+        self, params, optimizer, u, i, r, *, order, batch_size, loss_fn, l2, on_batch
+    ):
+        n_users, n_items = len(params["bu"]), len(params["bi"])
+        arange = np.arange(max(n_users, n_items, 1), dtype=np.int32)
+        ones = np.ones(len(arange), dtype=F32)
+        grads = {key: np.empty_like(W) for key, W in params.items()}
+        for key, W in params.items():
+            optimizer.m.setdefault(key, np.zeros_like(W))
+            optimizer.v.setdefault(key, np.zeros_like(W))
+        scratch = np.empty(ADAMAX_CHUNK, dtype=F32)
+        two_l2 = F32(2.0 * l2)
+        sum_sq, total = _sum_sq(params), 0.0
+        loss_fn = fast_loss(loss_fn)
+        batches = epoch_batches(u, i, r, order, batch_size, n_users, n_items)
+        for b, batch in enumerate(batches, start=1):
+            # data loss and gradient at the pre-step weights
+            loss, emb, _, dense, _ = self.kernel.step(params, 1.0, batch, loss_fn, 1.0)
+            step_loss = loss + l2 * sum_sq
+            on_batch(b, step_loss, len(batch[0]))
+            total += step_loss * len(batch[0])
+
+            # full gradients: 2 l2 W plus the batch rows; dense layers as given
+            for key, (rows, G) in emb.items():
+                np.multiply(params[key], two_l2, out=grads[key])
+                _add_rows(grads[key], rows, G, ones, arange, norm=False)
+            for key, kind, a, vec in dense:
+                _fill_dense(grads, key, kind, a, vec)
+
+            # dense in-place update of every parameter
+            sum_sq = _adamax_update(params, grads, optimizer, scratch)
+        return total / (len(r) if order is None else len(order))
+
+
+def _fill_dense(grads, key, kind, a, vec):
+    """Write one dense gradient of the kernel into its buffer."""
+    if kind == "outer":
+        np.outer(a, vec, out=grads[key])
+    elif kind == "column":
+        grads[key][:, 0] = a
+    else:
+        grads[key][...] = a
+
+
+def _adamax_update(params, grads, optimizer, scratch):
+    """One Adamax step on every parameter; returns the tables' ``sum(W**2)``.
+
+    Notes
+    -----
+    Per element, exactly :meth:`npmf.optim.Adamax.step`::
+
+        m <- m + (1 - beta_1) (g - m)
+        v <- max(beta_2 v, |g|)
+        W <- W - (lr_t m) / (v + epsilon),  lr_t = lr / (1 - beta_1 ** t)
+
+    ``g`` is overwritten (it is rebuilt next step).
+    """
+    opt = optimizer
+    t = opt.iterations + 1
+    b1c, b2, eps = F32(1.0 - opt.beta_1), F32(opt.beta_2), F32(opt.epsilon)
+    lr_t = F32(opt.learning_rate) / (F32(1.0) - F32(opt.beta_1) ** F32(t))
+    sum_sq = 0.0
+    for key, W in params.items():
+        flat = [a.reshape(-1) for a in (W, grads[key], opt.m[key], opt.v[key])]
+        for start in range(0, flat[0].size, ADAMAX_CHUNK):
+            Wc, gc, mc, vc = (a[start : start + ADAMAX_CHUNK] for a in flat)
+            tc = scratch[: Wc.size]
+
+            # m <- m + (1 - beta_1) (g - m)
+            np.subtract(gc, mc, out=tc)
+            tc *= b1c
+            mc += tc
+
+            # v <- max(beta_2 v, |g|)
+            np.abs(gc, out=gc)
+            vc *= b2
+            np.maximum(vc, gc, out=vc)
+
+            # W <- W - (lr_t m) / (v + eps)
+            np.add(vc, eps, out=tc)
+            np.multiply(mc, lr_t, out=gc)
+            np.divide(gc, tc, out=gc)
+            Wc -= gc
+            if key in EMBEDDING_KEYS:
+                sum_sq += float(np.dot(Wc, Wc))
+    opt.iterations = t
+    return sum_sq

@@ -1,0 +1,505 @@
+"""One training step's forward and backward pass, in compact form.
+
+Each kernel reads the embedding tables in *stored* form: the true table is
+``s * stored`` with one scalar ``s`` shared by ``P``, ``Q``, ``bu`` and
+``bi`` (see :mod:`npmf.fast.engines`; ``s == 1`` when no scale is kept).
+A step returns
+
+- ``loss``: the batch data loss, from the same ``loss_fn`` the reference
+  trainer calls;
+- ``emb``: per table ``(rows, G)``, the data gradient of the distinct rows
+  the batch touched, multiplied by the caller's ``gscale`` (the optimizer
+  folds its step size in there, so no extra pass is needed);
+- ``cross``: ``sum over tables of <stored[rows], G>``, which lets the caller
+  update ``sum(stored ** 2)`` without reading the rows again;
+- ``dense``: gradients of the dense layers as ``(key, kind, a, b)`` with kind
+  ``"outer"`` (``dW = outer(a, b)``), ``"column"`` (``dW[:, 0] = a``) or
+  ``"array"`` (``dW = a``);
+- ``g2``: ``sum(G ** 2)`` over all tables when the kernel has it at hand,
+  else None (the caller then takes the norm of each ``G``).
+
+The math is the reference model's (:mod:`npmf.models.mf`,
+:mod:`npmf.models.mlp`); only the order of float32 sums differs.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from npmf.fast.batching import scatter_rows
+from npmf.layers import ACTIVATIONS
+from npmf.losses import mse_loss, rmse_loss
+
+F32 = np.float32
+
+
+def fast_loss(loss_fn):
+    """Return a cheaper twin of a known loss function, or the function itself.
+
+    Parameters
+    ----------
+    loss_fn : callable
+        ``f(r_hat, r) -> (loss, dr_hat)``.
+
+    Returns
+    -------
+    callable
+        Same contract. For :func:`npmf.losses.rmse_loss` and
+        :func:`npmf.losses.mse_loss`, the same formulas with the sum of
+        squares taken by one ``np.dot`` instead of ``np.mean`` (about 10 us
+        less per step); any other function is returned unchanged.
+
+    Notes
+    -----
+    NOTE: only the float32 summation order of ``sum(e ** 2)`` differs from
+    :mod:`npmf.losses`; the gradient ``e / (batch * loss)`` (rmse) or
+    ``(2 / batch) e`` (mse) is the same expression.
+    """
+    if loss_fn is rmse_loss:
+        return _rmse
+    if loss_fn is mse_loss:
+        return _mse
+    return loss_fn
+
+
+def _rmse(r_hat, r):
+    # e = r_hat - r; loss = sqrt(mean(e^2)); d loss / d r_hat = e / (batch loss)
+    e = r_hat - r  # (batch,)
+    loss = float(np.sqrt(F32(np.dot(e, e)) / F32(len(e))))
+    e /= len(e) * loss
+    return loss, e
+
+
+def _mse(r_hat, r):
+    # e = r_hat - r; loss = mean(e^2); d loss / d r_hat = 2 e / batch
+    e = r_hat - r  # (batch,)
+    loss = float(F32(np.dot(e, e)) / F32(len(e)))
+    e *= 2.0 / len(e)
+    return loss, e
+
+
+def _segment_sum(values, compact, n_groups):
+    """Sum a per-sample vector over the samples of each distinct row."""
+    return np.bincount(compact, weights=values, minlength=n_groups).astype(F32)
+
+
+class MFKernel:
+    """Step of the MF model ``r_hat = P[u] . Q[i] + bu[u] + bi[i]``.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        ``P (n_users, k)``, ``Q (n_items, k)``, ``bu``, ``bi``.
+    batch_size : int
+        Largest batch; sizes the reusable buffers.
+
+    Notes
+    -----
+    With stored tables and ``P = s P~`` (likewise ``Q``, ``bu``, ``bi``)::
+
+        r_hat_b   = s^2 P~[u_b] . Q~[i_b] + s (bu~[u_b] + bi~[i_b])
+        dP[u]     = sum over b with u_b = u of dr_hat_b s Q~[i_b]
+        dQ[i]     = sum over b with i_b = i of dr_hat_b s P~[u_b]
+        dbu[u]    = sum over b with u_b = u of dr_hat_b        (dbi alike)
+
+    and ``<P~, gscale dP> = gscale s sum_b dr_hat_b P~[u_b] . Q~[i_b]`` (the
+    same for ``Q``), so ``cross`` needs only the batch's dot products.
+
+    NOTE: both tables' rows go through one stacked buffer
+    ``X = [P~[u]; Q~[i]]`` and one stacked gradient ``[dP[uq]; dQ[iq]]``, so
+    each step makes one scatter call and one norm for the two tables: at
+    about 150 us a step, call overhead is a third of the cost. (Scattering
+    per sample straight into the tables and correcting the norm for repeated
+    rows was tried and measured 20 % slower.)
+    """
+
+    blas_threads = 1
+
+    def __init__(self, params, batch_size):
+        k = params["P"].shape[1]
+        self.X = np.empty((2 * batch_size, k), dtype=F32)  # (2 batch, k)
+        self.G = np.empty((2 * batch_size, k), dtype=F32)  # (2 batch, k)
+        self.w = np.empty(2 * batch_size, dtype=F32)  # (2 batch,)
+        self.wb = np.empty(2 * batch_size, dtype=F32)  # (2 batch,)
+        self.src = {}
+
+    def _source_rows(self, n):
+        """Row of ``X`` each stacked term reads: ``Q~[i]`` for P, ``P~[u]`` for Q."""
+        if n not in self.src:
+            self.src[n] = np.concatenate([np.arange(n, 2 * n), np.arange(n)]).astype(
+                np.int32
+            )  # (2 batch,)
+        return self.src[n]
+
+    def step(self, params, s, batch, loss_fn, gscale):
+        """Run one step; see the module docstring for the outputs."""
+        ub, ib, rb, cu, uq, ci, iq, joint = batch
+        P, Q, bu, bi = params["P"], params["Q"], params["bu"], params["bi"]
+        nb, n_uq = len(ub), len(uq)
+
+        # look up stored rows into X = [P~[u]; Q~[i]]
+        X = self.X[: 2 * nb]  # (2 batch, k)
+        P.take(ub, axis=0, out=X[:nb], mode="clip")
+        Q.take(ib, axis=0, out=X[nb:], mode="clip")
+        pu, qi = X[:nb], X[nb:]  # (batch, k), (batch, k)
+
+        # predict with the scale folded in; a stack of (1, k) @ (k, 1) dots
+        b_sum = bu[ub] + bi[ib]  # (batch,)
+        dot = np.matmul(pu[:, None, :], qi[:, :, None]).reshape(-1)  # (batch,)
+        r_hat = dot * F32(s * s)  # (batch,)
+        r_hat += b_sum * F32(s)
+        loss, dr_hat = loss_fn(r_hat, rb)  # scalar, (batch,)
+
+        # d r_hat / d P[u] = s Q~[i], d r_hat / d Q[i] = s P~[u]: one scatter
+        w = self.w[: 2 * nb]  # (2 batch,)
+        np.multiply(dr_hat, F32(gscale * s), out=w[:nb])
+        w[nb:] = w[:nb]
+        G = self.G[: n_uq + len(iq)]  # (n_uq + n_iq, k)
+        G.fill(0)
+        scatter_rows(G, joint, w, X, self._source_rows(nb))
+        flat = G.reshape(-1)  # ((n_uq + n_iq) k,)
+        g2 = float(np.dot(flat, flat))
+
+        # d r_hat / d bu[u] = d r_hat / d bi[i] = 1
+        wb = self.wb[: 2 * nb]  # (2 batch,)
+        np.multiply(dr_hat, F32(gscale), out=wb[:nb])
+        wb[nb:] = wb[:nb]
+        Gb = np.bincount(joint, weights=wb, minlength=len(G)).astype(
+            F32
+        )  # (n_uq + n_iq,)
+        g2 += float(np.dot(Gb, Gb))
+
+        # <stored, G> over the four tables, from quantities at hand
+        cross = 2.0 * float(np.dot(w[:nb], dot)) + float(np.dot(wb[:nb], b_sum))
+        emb = {
+            "P": (uq, G[:n_uq]),
+            "Q": (iq, G[n_uq:]),
+            "bu": (uq, Gb[:n_uq]),
+            "bi": (iq, Gb[n_uq:]),
+        }
+        return loss, emb, cross, [], g2
+
+
+class RankOneRows(NamedTuple):
+    """Row gradients ``G = outer(coef, vec)`` kept as their two factors.
+
+    Parameters
+    ----------
+    coef : ndarray of shape (n_rows,)
+        One weight per distinct row.
+    vec : ndarray of shape (k,)
+        The direction every row moves along.
+    """
+
+    coef: np.ndarray
+    vec: np.ndarray
+
+
+def _n_layers(params):
+    n = 0
+    while f"W{n + 1}" in params:
+        n += 1
+    return n
+
+
+def _lookup_x(params, ub, ib):
+    """Look up the stored rows of the four tables for a batch."""
+    pu = np.take(params["P"], ub, axis=0)  # (batch, k)
+    qi = np.take(params["Q"], ib, axis=0)  # (batch, k)
+    return pu, qi, params["bu"][ub], params["bi"][ib]
+
+
+class DeepLinearKernel:
+    """Step of the deep model with linear hidden activations, contracted.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        ``P``, ``Q``, ``bu``, ``bi`` and ``W1, b1, ..., WL, bL``.
+    batch_size : int
+        Largest batch.
+
+    Notes
+    -----
+    With identity activations the dense chain is one affine map. Writing
+    ``v_l = W_l W_(l+1) ... W_L`` (a vector of length ``in_l``; ``W_L`` has
+    one column) and ``g_l = sum_b dr_hat_b a_l,b`` (``a_0 = x``)::
+
+        r_hat   = x . v_1 + c,      c = sum_l b_l . v_(l+1)   (v_(L+1) = 1)
+        g_0     = x.T dr_hat,       g_l = W_l.T g_(l-1) + b_l sum_b dr_hat_b
+        dW_l    = outer(g_(l-1), v_(l+1)),   db_l = v_(l+1) sum_b dr_hat_b
+        dx_b    = dr_hat_b v_1
+
+    Each is the reference's batched formula (``dW_l = a_(l-1).T dz_l`` with
+    ``dz_l = dr_hat outer v_(l+1)``) summed in another order, so a step
+    costs matrix-vector products instead of ``(batch, h)`` matrix products.
+    Every embedding row moves along ``v_1``, so
+    ``dP[u] = (sum over b with u_b = u of dr_hat_b) v_1[:k]``.
+
+    Rank-one SGD updates of the hidden kernels can be deferred
+    (:meth:`defer_outer`): ``W = W_stored + A B.T`` with up to
+    :attr:`max_pending` pending columns, folded in by one matrix product
+    (:meth:`flush`). Products with ``W`` add the pending term, so every step
+    still sees the updated kernel; the saving is one read and one write of
+    each kernel per step.
+    """
+
+    max_pending = 16
+    blas_threads = 1
+
+    def __init__(self, params, batch_size):
+        self.n_layers = _n_layers(params)
+        self.k = params["P"].shape[1]
+        self.pending = {}
+
+    def defer_outer(self, params, key, alpha, a, b):
+        """Queue ``W[key] += alpha outer(a, b)``; fold in when the queue fills."""
+        W = params[key]
+        if key not in self.pending:
+            A = np.empty((self.max_pending, W.shape[0]), dtype=F32)  # (R, in)
+            B = np.empty((self.max_pending, W.shape[1]), dtype=F32)  # (R, out)
+            self.pending[key] = [A, B, 0]
+        slot = self.pending[key]
+        A, B, n = slot
+        np.multiply(a, F32(alpha), out=A[n])
+        B[n] = b
+        slot[2] = n + 1
+        if slot[2] == self.max_pending:
+            self._flush_one(params, key)
+
+    def _flush_one(self, params, key):
+        A, B, n = self.pending[key]
+        if n:
+            params[key] += A[:n].T @ B[:n]  # (in, out)
+        self.pending[key][2] = 0
+
+    def flush(self, params):
+        """Fold every pending update into ``params``."""
+        for key in self.pending:
+            self._flush_one(params, key)
+
+    def _matvec(self, params, layer, vec):
+        """``W_layer @ vec`` including pending updates."""
+        key = f"W{layer}"
+        out = params[key] @ vec  # (in,)
+        if key in self.pending and self.pending[key][2]:
+            A, B, n = self.pending[key]
+            out += (B[:n] @ vec) @ A[:n]
+        return out
+
+    def _rmatvec(self, params, layer, vec):
+        """``vec @ W_layer`` including pending updates."""
+        key = f"W{layer}"
+        out = vec @ params[key]  # (out,)
+        if key in self.pending and self.pending[key][2]:
+            A, B, n = self.pending[key]
+            out += (A[:n] @ vec) @ B[:n]
+        return out
+
+    def _contract(self, params):
+        """``v_l`` for every layer and the constant ``c``."""
+        L = self.n_layers
+        v = {L + 1: np.ones(1, dtype=F32), L: params[f"W{L}"][:, 0]}
+        for layer in range(L - 1, 0, -1):
+            v[layer] = self._matvec(params, layer, v[layer + 1])  # (in_l,)
+        c = sum(float(params[f"b{layer}"] @ v[layer + 1]) for layer in range(1, L + 1))
+        return v, c
+
+    def step(self, params, s, batch, loss_fn, gscale):
+        """Run one step; see the module docstring for the outputs."""
+        ub, ib, rb, cu, uq, ci, iq = batch[:7]
+        k, L = self.k, self.n_layers
+
+        # forward: r_hat = s (x~ . v_1) + c, x~ in stored form
+        v, c = self._contract(params)
+        pu, qi, bu_u, bi_i = _lookup_x(params, ub, ib)
+        xv = pu @ v[1][:k] + qi @ v[1][k : 2 * k]  # (batch,)
+        xv += bu_u * v[1][2 * k] + bi_i * v[1][2 * k + 1]
+        r_hat = F32(s) * xv + F32(c)  # (batch,)
+        loss, dr_hat = loss_fn(r_hat, rb)  # scalar, (batch,)
+
+        # g_0 = x.T dr_hat, then g_l = W_l.T g_(l-1) + b_l sum(dr_hat)
+        sum_dr = F32(dr_hat.sum(dtype=np.float64))
+        g = {
+            0: F32(s)
+            * np.concatenate(
+                [dr_hat @ pu, dr_hat @ qi, [dr_hat @ bu_u, dr_hat @ bi_i]]
+            ).astype(F32)
+        }  # (2k + 2,)
+        for layer in range(1, L):
+            g[layer] = self._rmatvec(params, layer, g[layer - 1])
+            g[layer] += params[f"b{layer}"] * sum_dr
+
+        # dense grads: dW_l = outer(g_(l-1), v_(l+1)), db_l = sum(dr_hat) v_(l+1)
+        dense = []
+        for layer in range(1, L):
+            dense.append((f"W{layer}", "outer", g[layer - 1], v[layer + 1]))
+            dense.append((f"b{layer}", "array", sum_dr * v[layer + 1], None))
+        dense.append((f"W{L}", "column", g[L - 1], None))
+        dense.append((f"b{L}", "array", np.array([sum_dr], dtype=F32), None))
+
+        # every row moves along v_1: dP[u] = (sum of its dr_hat) v_1[:k]
+        cu_dr = _segment_sum(dr_hat * gscale, cu, len(uq))  # (n_uq,)
+        ci_dr = _segment_sum(dr_hat * gscale, ci, len(iq))  # (n_iq,)
+        # NOTE: G_P = outer(cu_dr, v_1[:k]) stays factored, see RankOneRows
+        emb = {
+            "P": (uq, RankOneRows(cu_dr, v[1][:k])),  # (n_uq, k)
+            "Q": (iq, RankOneRows(ci_dr, v[1][k : 2 * k])),  # (n_iq, k)
+            "bu": (uq, cu_dr * v[1][2 * k]),  # (n_uq,)
+            "bi": (iq, ci_dr * v[1][2 * k + 1]),  # (n_iq,)
+        }
+
+        # <stored, G>: sum_b gscale dr_hat_b (x~_b . v_1)
+        cross = float(gscale) * float(dr_hat @ xv)
+        return loss, emb, cross, dense, None
+
+
+class DeepBatchedKernel:
+    """Step of the deep model with any activation, layer by layer.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        Deep-model parameters.
+    batch_size : int
+        Largest batch.
+    activation : str
+        Key of :data:`npmf.layers.ACTIVATIONS`.
+
+    Notes
+    -----
+    The reference's forward and backward (:mod:`npmf.models.mlp`), with the
+    first layer computed once per *distinct* user and item of the batch.
+    Split ``W1`` by the blocks of ``x = [P[u], Q[i], bu[u], bi[i]]`` and let
+    ``Wu = [W1[:k]; W1[2k]]``, ``Wi = [W1[k:2k]; W1[2k+1]]`` act on the
+    user row ``xu = [P~[uq], bu~[uq]]`` and the item row ``xi``. With ``Su``
+    the ``(n_uq, batch)`` 0/1 matrix of which sample has which user::
+
+        z1      = s ((xu Wu)[cu] + (xi Wi)[ci]) + b1
+        dWu     = s xu.T (Su dz1),     dWi = s xi.T (Si dz1)
+        dP[uq]  = (Su dz1) W1[:k].T,   dbu[uq] = (Su dz1) W1[2k]
+
+    which is ``x.T dz1`` and ``dz1 W1.T`` summed over repeated ids first:
+    the three ``W1`` products shrink from ``batch`` rows to ``n_uq`` and
+    ``n_iq`` rows (about 2/3 of them on ml-100k at batch 512), and the
+    table gradients come out already summed per row.
+    """
+
+    blas_threads = None
+
+    def __init__(self, params, batch_size, activation):
+        self.n_layers = _n_layers(params)
+        self.k = params["P"].shape[1]
+        self.act = ACTIVATIONS[activation]
+        self.arange = np.arange(batch_size, dtype=np.int32)  # (batch,)
+        self.ones = np.ones(batch_size, dtype=F32)  # (batch,)
+
+    def _forward(self, z):
+        """Apply the activation; relu in place on the fresh ``z``."""
+        if self.act.name == "relu":
+            return np.maximum(z, F32(0), out=z)  # (batch, h)
+        return self.act.forward(z)  # (batch, h)
+
+    def _backward(self, da, a):
+        """``dz`` from ``da`` and the activation output ``a``.
+
+        NOTE: for relu ``da * [a > 0]`` in place on the fresh ``da`` is five
+        times faster than the reference's ``np.where``; the two differ only
+        where ``da`` is already non-finite, which the loss check reports.
+        """
+        if self.act.name == "relu":
+            return np.multiply(da, a > 0, out=da)  # (batch, h)
+        return self.act.backward(da, a)  # (batch, h)
+
+    def _first_layer(self, params, s, batch):
+        """``z1`` and the distinct rows ``xu``, ``xi`` it was built from."""
+        ub, ib, rb, cu, uq, ci, iq = batch[:7]
+        k, W1 = self.k, params["W1"]
+
+        # distinct rows with their bias: xu = [P~[uq], bu~[uq]]
+        xu = np.empty((len(uq), k + 1), dtype=F32)  # (n_uq, k + 1)
+        params["P"].take(uq, axis=0, out=xu[:, :k], mode="clip")
+        xu[:, k] = params["bu"][uq]
+        xi = np.empty((len(iq), k + 1), dtype=F32)  # (n_iq, k + 1)
+        params["Q"].take(iq, axis=0, out=xi[:, :k], mode="clip")
+        xi[:, k] = params["bi"][iq]
+
+        # z1 = s ((xu Wu)[cu] + (xi Wi)[ci]) + b1
+        Wu = np.concatenate([W1[:k], W1[2 * k : 2 * k + 1]])  # (k + 1, h1)
+        Wi = np.concatenate([W1[k : 2 * k], W1[2 * k + 1 :]])  # (k + 1, h1)
+        z = (xu @ Wu).take(cu, axis=0)  # (batch, h1)
+        z += (xi @ Wi).take(ci, axis=0)
+        z *= F32(s)
+        z += params["b1"]
+        return z, xu, xi
+
+    def _first_layer_backward(self, params, s, batch, xu, xi, dz, gscale):
+        """``dW1``, ``db1`` and the compact table gradients from ``dz1``."""
+        ub, ib, rb, cu, uq, ci, iq = batch[:7]
+        k, W1 = self.k, params["W1"]
+        nb, h1 = dz.shape
+        arange, ones = self.arange[:nb], self.ones[:nb]
+
+        # sum dz1 over the samples of each distinct user / item
+        Du = np.zeros((len(uq), h1), dtype=F32)  # (n_uq, h1)
+        scatter_rows(Du, cu, ones, dz, arange)
+        Di = np.zeros((len(iq), h1), dtype=F32)  # (n_iq, h1)
+        scatter_rows(Di, ci, ones, dz, arange)
+
+        # dW1 = s x.T dz1, block by block
+        dW1 = np.empty_like(W1)  # (2k + 2, h1)
+        dWu = xu.T @ Du  # (k + 1, h1)
+        dWi = xi.T @ Di  # (k + 1, h1)
+        dW1[:k], dW1[2 * k] = dWu[:k], dWu[k]
+        dW1[k : 2 * k], dW1[2 * k + 1] = dWi[:k], dWi[k]
+        dW1 *= F32(s)
+
+        # dx per distinct row: dP[uq] = Du W1[:k].T, dbu[uq] = Du W1[2k]
+        dP = Du @ W1[:k].T  # (n_uq, k)
+        dQ = Di @ W1[k : 2 * k].T  # (n_iq, k)
+        dbu = Du @ W1[2 * k]  # (n_uq,)
+        dbi = Di @ W1[2 * k + 1]  # (n_iq,)
+        cross = float(gscale) * (
+            float(np.einsum("rk,rk->", xu[:, :k], dP))
+            + float(np.einsum("rk,rk->", xi[:, :k], dQ))
+            + float(xu[:, k] @ dbu)
+            + float(xi[:, k] @ dbi)
+        )
+        g = F32(gscale)
+        emb = {
+            "P": (uq, dP * g),
+            "Q": (iq, dQ * g),
+            "bu": (uq, dbu * g),
+            "bi": (iq, dbi * g),
+        }
+        return dW1, Du.sum(axis=0), emb, cross
+
+    def step(self, params, s, batch, loss_fn, gscale):
+        """Run one step; see the module docstring for the outputs."""
+        L = self.n_layers
+
+        # first layer on distinct rows, then a = f(z); z = a @ W + b
+        z, xu, xi = self._first_layer(params, s, batch)
+        inputs = [None]
+        for layer in range(2, L + 1):
+            inputs.append(self._forward(z))  # (batch, h)
+            z = inputs[-1] @ params[f"W{layer}"]  # (batch, out)
+            z += params[f"b{layer}"]
+        r_hat = z[:, 0]  # (batch,)
+        loss, dr_hat = loss_fn(r_hat, batch[2])  # scalar, (batch,)
+
+        # dense layers in reverse: dW = a_in.T dz, db = sum dz, da_in = dz W.T
+        dense = []
+        dz = dr_hat[:, None]  # (batch, 1)
+        for layer in range(L, 1, -1):
+            a_in, W = inputs[layer - 1], params[f"W{layer}"]
+            dense.append((f"W{layer}", "array", a_in.T @ dz, None))  # (in, out)
+            dense.append((f"b{layer}", "array", dz.sum(axis=0), None))  # (out,)
+            dz = self._backward(dz @ W.T, a_in)  # (batch, in)
+
+        # first layer: dW1, db1 and the table gradients per distinct row
+        dW1, db1, emb, cross = self._first_layer_backward(
+            params, s, batch, xu, xi, dz, gscale
+        )
+        dense += [("W1", "array", dW1, None), ("b1", "array", db1, None)]
+        return loss, emb, cross, dense, None
