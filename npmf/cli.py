@@ -30,77 +30,181 @@ class UsageError(Exception):
 
 def _add_data_args(p, splits=True):
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=None,
-                   help="named dataset: ml-100k, ml-1m, ml-latest-small, ml-25m "
-                        "(default ml-100k unless --ratings is given)")
-    g.add_argument("--ratings", type=Path, default=None,
-                   help="train on this ratings file instead of a named dataset")
-    g.add_argument("--format", default=None, choices=("ml-100k", "ml-1m", "ml-latest", "csv"),
-                   help="format of --ratings (default: csv)")
+    g.add_argument(
+        "--dataset",
+        default=None,
+        help="named dataset: ml-100k, ml-1m, ml-latest-small, ml-25m "
+        "(default ml-100k unless --ratings is given)",
+    )
+    g.add_argument(
+        "--ratings",
+        type=Path,
+        default=None,
+        help="train on this ratings file instead of a named dataset",
+    )
+    g.add_argument(
+        "--format",
+        default=None,
+        choices=("ml-100k", "ml-1m", "ml-latest", "csv"),
+        help="format of --ratings (default: csv)",
+    )
     g.add_argument("--user-col", default="user", help="user column of a csv file")
     g.add_argument("--item-col", default="item", help="item column of a csv file")
     g.add_argument("--rating-col", default="rating", help="rating column of a csv file")
     g.add_argument("--sep", default=None, help="field separator of a csv file")
-    g.add_argument("--duplicates", default="error", choices=("error", "last", "first", "mean"),
-                   help="what to do with repeated (user, item) pairs")
-    g.add_argument("--data-dir", type=Path, default=None,
-                   help="folder holding the datasets (default: $NPMF_DATA)")
-    g.add_argument("--no-download", dest="download", action="store_false",
-                   help="fail instead of downloading a missing named dataset")
+    g.add_argument(
+        "--duplicates",
+        default="error",
+        choices=("error", "last", "first", "mean"),
+        help="what to do with repeated (user, item) pairs",
+    )
+    g.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding the datasets (default: $NPMF_DATA)",
+    )
+    g.add_argument(
+        "--no-download",
+        dest="download",
+        action="store_false",
+        help="fail instead of downloading a missing named dataset",
+    )
     if splits:
-        g.add_argument("--split", default="tutorial", choices=SPLITS,
-                       help="tutorial 80/20 split (random_state 2021), a canonical "
-                            "ml-100k fold, or a seeded random split")
-        g.add_argument("--test-size", type=float, default=0.2,
-                       help="test fraction of --split random")
+        g.add_argument(
+            "--split",
+            default="tutorial",
+            choices=SPLITS,
+            help="tutorial 80/20 split (random_state 2021), a canonical "
+            "ml-100k fold, or a seeded random split",
+        )
+        g.add_argument(
+            "--test-size",
+            type=float,
+            default=0.2,
+            help="test fraction of --split random",
+        )
 
 
 def _add_model_args(p):
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=None, choices=("mf", "deep"),
-                   help="model family (default mf, or the preset's)")
-    g.add_argument("--preset", default=None,
-                   help="named recipe (tutorial, tutorial-deep, mf-best, deep-best); "
-                        "flags given override its values")
-    g.add_argument("--factors", dest="n_factors", type=int, default=None,
-                   help="embedding size k (default 200)")
-    g.add_argument("--hidden", default=None,
-                   help="deep model: hidden widths, comma separated (default 2048,256)")
-    g.add_argument("--activation", default=None,
-                   help="deep model: linear, relu, sigmoid or tanh (default linear)")
+    g.add_argument(
+        "--model",
+        default=None,
+        choices=("mf", "deep"),
+        help="model family (default mf, or the preset's)",
+    )
+    g.add_argument(
+        "--preset",
+        default=None,
+        help="named recipe (tutorial, tutorial-deep, mf-best, deep-best); "
+        "flags given override its values",
+    )
+    g.add_argument(
+        "--factors",
+        dest="n_factors",
+        type=int,
+        default=None,
+        help="embedding size k (default 200)",
+    )
+    g.add_argument(
+        "--hidden",
+        default=None,
+        help="deep model: hidden widths, comma separated (default 2048,256)",
+    )
+    g.add_argument(
+        "--activation",
+        default=None,
+        help="deep model: linear, relu, sigmoid or tanh (default linear)",
+    )
 
 
 def _add_train_args(p):
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", dest="n_epochs", type=int, default=None,
-                   help="epochs (default 60 for mf, 65 for deep)")
-    g.add_argument("--batch-size", type=int, default=None,
-                   help="batch size (default 256 for mf, 512 for deep)")
-    g.add_argument("--learning-rate", type=float, default=None,
-                   help="step size (default: 0.01 for sgd, 0.001 for adamax)")
+    g.add_argument(
+        "--epochs",
+        dest="n_epochs",
+        type=int,
+        default=None,
+        help="epochs (default 60 for mf, 65 for deep)",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="batch size (default 256 for mf, 512 for deep)",
+    )
+    g.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="step size (default: 0.01 for sgd, 0.001 for adamax)",
+    )
     g.add_argument("--optimizer", default=None, choices=("sgd", "adamax"))
-    g.add_argument("--l2", type=float, default=None,
-                   help="whole-table L2 weight on the embeddings (default 0.01)")
+    g.add_argument(
+        "--l2",
+        type=float,
+        default=None,
+        help="whole-table L2 weight on the embeddings (default 0.01)",
+    )
     g.add_argument("--loss", default=None, choices=("rmse", "mse"))
     g.add_argument("--seed", type=int, default=None, help="random seed")
-    g.add_argument("--penalty", default=None, choices=("table", "rows"),
-                   help="L2 on whole tables (tutorial) or on the batch's rows")
-    g.add_argument("--l2-bias", type=float, default=None,
-                   help="L2 weight on the bias tables (default: --l2)")
-    g.add_argument("--l2-dense", type=float, default=None,
-                   help="deep model: L2 weight on the dense kernels (default 0)")
-    g.add_argument("--lr-decay", type=float, default=None,
-                   help="multiply the learning rate by this after every epoch")
-    g.add_argument("--init-std", type=float, default=None,
-                   help="normal embedding init with this std (default: Keras uniform)")
-    g.add_argument("--validation-fraction", type=float, default=None,
-                   help="hold out this share of the training ratings for early stopping")
-    g.add_argument("--patience", type=int, default=None,
-                   help="early stopping: epochs without improvement (default 4)")
-    g.add_argument("--refit", action="store_const", const=True, default=None,
-                   help="after early stopping, retrain on all training ratings")
-    g.add_argument("--clip", action="store_const", const=True, default=None,
-                   help="clip predictions to the training rating range")
+    g.add_argument(
+        "--penalty",
+        default=None,
+        choices=("table", "rows"),
+        help="L2 on whole tables (tutorial) or on the batch's rows",
+    )
+    g.add_argument(
+        "--l2-bias",
+        type=float,
+        default=None,
+        help="L2 weight on the bias tables (default: --l2)",
+    )
+    g.add_argument(
+        "--l2-dense",
+        type=float,
+        default=None,
+        help="deep model: L2 weight on the dense kernels (default 0)",
+    )
+    g.add_argument(
+        "--lr-decay",
+        type=float,
+        default=None,
+        help="multiply the learning rate by this after every epoch",
+    )
+    g.add_argument(
+        "--init-std",
+        type=float,
+        default=None,
+        help="normal embedding init with this std (default: Keras uniform)",
+    )
+    g.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=None,
+        help="hold out this share of the training ratings for early stopping",
+    )
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="early stopping: epochs without improvement (default 4)",
+    )
+    g.add_argument(
+        "--refit",
+        action="store_const",
+        const=True,
+        default=None,
+        help="after early stopping, retrain on all training ratings",
+    )
+    g.add_argument(
+        "--clip",
+        action="store_const",
+        const=True,
+        default=None,
+        help="clip predictions to the training rating range",
+    )
 
 
 def build_parser():
@@ -112,7 +216,8 @@ def build_parser():
         Parser with one subcommand per action.
     """
     parser = argparse.ArgumentParser(
-        prog="npmf", description="NumPy matrix factorisation and deep recommenders.")
+        prog="npmf", description="NumPy matrix factorisation and deep recommenders."
+    )
     parser.add_argument("--version", action="version", version=f"npmf {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,20 +228,30 @@ def build_parser():
     _add_data_args(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--checkpoint", action="store_true",
-                   help="save the last completed epoch to OUT/checkpoint.npz")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoint.npz (implies --checkpoint)")
+    p.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="save the last completed epoch to OUT/checkpoint.npz",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.npz (implies --checkpoint)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("cv", help="cross-validate over the canonical ml-100k folds")
     _add_model_args(p)
     _add_train_args(p)
     _add_data_args(p, splits=False)
-    p.add_argument("--folds", default="u1,u2,u3,u4,u5",
-                   help="comma-separated folds among u1..u5, ua, ub")
-    p.add_argument("--out", type=Path, default=None,
-                   help="write per-fold scores to this json file")
+    p.add_argument(
+        "--folds",
+        default="u1,u2,u3,u4,u5",
+        help="comma-separated folds among u1..u5, ua, ub",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="write per-fold scores to this json file"
+    )
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("summary", help="print layers and parameter counts")
@@ -148,9 +263,15 @@ def build_parser():
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--user", default=None)
     p.add_argument("--item", default=None)
-    p.add_argument("--pairs", type=Path, default=None,
-                   help="file of pairs: csv or tab separated, header with user and item")
-    p.add_argument("--out", type=Path, default=None, help="write predictions here (csv)")
+    p.add_argument(
+        "--pairs",
+        type=Path,
+        default=None,
+        help="file of pairs: csv or tab separated, header with user and item",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="write predictions here (csv)"
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("recommend", help="top-N items for a user")
@@ -167,26 +288,44 @@ def build_parser():
     p = sub.add_parser("parity", help="compare gradients and training with Keras")
     p.add_argument("--model", default="mf", choices=("mf", "deep"))
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamax"))
-    p.add_argument("--steps", type=int, default=None,
-                   help="optimizer steps (default: one epoch)")
-    p.add_argument("--activation", default=None,
-                   choices=("linear", "relu", "sigmoid", "tanh"),
-                   help="deep model: hidden activation (default linear)")
-    p.add_argument("--hidden", default=None,
-                   help="deep model: hidden widths, comma separated (default 2048,256)")
-    p.add_argument("--factors", dest="n_factors", type=int, default=200,
-                   help="embedding size k (default 200)")
-    p.add_argument("--dataset", default="ml-100k",
-                   help="named dataset (default ml-100k)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder holding the datasets (default: $NPMF_DATA)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps (default: one epoch)"
+    )
+    p.add_argument(
+        "--activation",
+        default=None,
+        choices=("linear", "relu", "sigmoid", "tanh"),
+        help="deep model: hidden activation (default linear)",
+    )
+    p.add_argument(
+        "--hidden",
+        default=None,
+        help="deep model: hidden widths, comma separated (default 2048,256)",
+    )
+    p.add_argument(
+        "--factors",
+        dest="n_factors",
+        type=int,
+        default=200,
+        help="embedding size k (default 200)",
+    )
+    p.add_argument(
+        "--dataset", default="ml-100k", help="named dataset (default ml-100k)"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder holding the datasets (default: $NPMF_DATA)",
+    )
     p.add_argument("--seed", type=int, default=0, help="initialisation and order seed")
     p.set_defaults(func=cmd_parity)
 
     p = sub.add_parser("gradcheck", help="check gradients by central differences")
     p.add_argument("--model", default="mf", choices=("mf", "deep"))
-    p.add_argument("--activation", default="linear",
-                   choices=("linear", "relu", "sigmoid", "tanh"))
+    p.add_argument(
+        "--activation", default="linear", choices=("linear", "relu", "sigmoid", "tanh")
+    )
     p.add_argument("--loss", default="rmse", choices=("rmse", "mse"))
     p.set_defaults(func=cmd_gradcheck)
     return parser
@@ -218,15 +357,23 @@ def load_ratings(args):
         if args.dataset is not None:
             raise UsageError("give either --dataset or --ratings, not both")
         ratings = data.read_ratings(
-            args.ratings, args.format or "csv", sep=args.sep, user_col=args.user_col,
-            item_col=args.item_col, rating_col=args.rating_col,
-            duplicates=args.duplicates)
+            args.ratings,
+            args.format or "csv",
+            sep=args.sep,
+            user_col=args.user_col,
+            item_col=args.item_col,
+            rating_col=args.rating_col,
+            duplicates=args.duplicates,
+        )
         return ratings, {}, str(args.ratings)
     name = args.dataset or "ml-100k"
     if name not in data.DATASETS:
-        raise UsageError(f"--dataset must be one of {sorted(data.DATASETS)}, got {name!r}")
-    ratings = data.load_dataset(name, args.data_dir, download=args.download,
-                                duplicates=args.duplicates)
+        raise UsageError(
+            f"--dataset must be one of {sorted(data.DATASETS)}, got {name!r}"
+        )
+    ratings = data.load_dataset(
+        name, args.data_dir, download=args.download, duplicates=args.duplicates
+    )
     try:
         titles = data.read_titles(name, args.data_dir)
     except (data.DataError, OSError) as err:
@@ -257,8 +404,11 @@ def split_ratings(args, ratings, source):
     if args.split == "tutorial":
         return data.tutorial_split(ratings)
     if args.split == "random":
-        return data.random_split(ratings, test_size=args.test_size,
-                                 seed=0 if args.seed is None else args.seed)
+        return data.random_split(
+            ratings,
+            test_size=args.test_size,
+            seed=0 if args.seed is None else args.seed,
+        )
     if source != "ml-100k":
         raise UsageError(f"--split {args.split} exists for ml-100k only, not {source}")
     return data.canonical_split(args.split, args.data_dir)
@@ -286,7 +436,8 @@ def build_estimator(args):
         if args.model is not None and args.model != preset["model"]:
             raise UsageError(
                 f"--preset {args.preset} is for --model {preset['model']}, "
-                f"got --model {args.model}")
+                f"got --model {args.model}"
+            )
         args.model = preset["model"]
         kwargs.update(preset["hyperparameters"])
     if args.model is None:
@@ -304,9 +455,12 @@ def build_estimator(args):
         except ValueError as err:
             raise UsageError(
                 f"--hidden must be comma-separated integers like 2048,256, "
-                f"got {args.hidden!r}") from err
+                f"got {args.hidden!r}"
+            ) from err
     elif args.hidden is not None or args.activation is not None:
-        raise UsageError(f"--hidden and --activation apply to --model deep, not {args.model}")
+        raise UsageError(
+            f"--hidden and --activation apply to --model deep, not {args.model}"
+        )
     return cls(**kwargs)
 
 
@@ -329,17 +483,23 @@ def cmd_train(args):
     ratings, titles, source = load_ratings(args)
     train, test = split_ratings(args, ratings, source)
     model = build_estimator(args)
-    print(f"data {source}: {len(ratings)} ratings, {ratings.user.nunique()} users, "
-          f"{ratings.item.nunique()} items; train {len(train)}, test {len(test)}")
+    print(
+        f"data {source}: {len(ratings)} ratings, {ratings.user.nunique()} users, "
+        f"{ratings.item.nunique()} items; train {len(train)}, test {len(test)}"
+    )
 
     t0 = time.perf_counter()
     model.fit(
-        train[["user", "item"]], train["rating"].to_numpy(),
+        train[["user", "item"]],
+        train["rating"].to_numpy(),
         validation_data=(test[["user", "item"]], test["rating"].to_numpy()),
-        user_ids=ratings["user"].unique(), item_ids=ratings["item"].unique(),
+        user_ids=ratings["user"].unique(),
+        item_ids=ratings["item"].unique(),
         progress=not args.no_progress and sys.stderr.isatty(),
         on_epoch_end=lambda rec: print(_format_record(rec, model.n_epochs), flush=True),
-        checkpoint=args.out / "checkpoint.npz" if args.checkpoint or args.resume else None,
+        checkpoint=args.out / "checkpoint.npz"
+        if args.checkpoint or args.resume
+        else None,
         resume=args.resume,
     )
     seconds = time.perf_counter() - t0
@@ -350,19 +510,28 @@ def cmd_train(args):
     extra = {}
     if titles:
         extra["item_titles"] = np.array(
-            [str(titles.get(raw, "")) for raw in model.item_map_.ids.tolist()])
+            [str(titles.get(raw, "")) for raw in model.item_map_.ids.tolist()]
+        )
     save_model(model, out / "model.npz", extra=extra)
     _write_history(model.history_, out / "history.csv", atomic_path)
     _plot_history(model.history_, out / "rmse.png", atomic_path)
     with atomic_path(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps(scores, indent=2) + "\n")
 
-    print(f"trained {len(model.history_)} epochs in {seconds:.1f}s; wrote {out}/model.npz, "
-          f"history.csv, rmse.png")
-    known = ("" if scores["n_known"] == scores["n"] else
-             f"; known pairs {scores['n_known']}: rmse {scores['rmse_known']:.4f}")
-    print(f"test_rmse {scores['rmse']:.4f} test_mae {scores['mae']:.4f} "
-          f"(n={scores['n']}{known})")
+    print(
+        f"trained {len(model.history_)} epochs in {seconds:.1f}s; "
+        f"wrote {out}/model.npz, "
+        f"history.csv, rmse.png"
+    )
+    known = (
+        ""
+        if scores["n_known"] == scores["n"]
+        else f"; known pairs {scores['n_known']}: rmse {scores['rmse_known']:.4f}"
+    )
+    print(
+        f"test_rmse {scores['rmse']:.4f} test_mae {scores['mae']:.4f} "
+        f"(n={scores['n']}{known})"
+    )
     return 0
 
 
@@ -408,7 +577,8 @@ def cmd_cv(args):
     if not folds or bad:
         raise UsageError(
             f"--folds must list folds among {', '.join(data.CANONICAL_FOLDS)}, "
-            f"got {args.folds!r}")
+            f"got {args.folds!r}"
+        )
     data.dataset_path("ml-100k", args.data_dir, download=args.download)
 
     t0 = time.perf_counter()
@@ -419,21 +589,35 @@ def cmd_cv(args):
         s = fit_and_score(model, train, test)
         s["fold"] = fold
         scores.append(s)
-        print(f"fold {fold} rmse {s['rmse']:.4f} mae {s['mae']:.4f} "
-              f"epochs {s['epochs']} time {s['seconds']:.1f}s", flush=True)
+        print(
+            f"fold {fold} rmse {s['rmse']:.4f} mae {s['mae']:.4f} "
+            f"epochs {s['epochs']} time {s['seconds']:.1f}s",
+            flush=True,
+        )
     total = summarize(scores)
     wall = time.perf_counter() - t0
     if args.out is not None:
         from npmf.io import atomic_path
 
         with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps({"folds": scores, "summary": total,
-                                       "model": model.model_name,
-                                       "hyperparameters": model.get_params(),
-                                       "seconds": wall}, indent=2) + "\n")
-    print(f"mean_rmse {total['mean_rmse']:.4f} ± {total['std_rmse']:.4f} "
-          f"mean_mae {total['mean_mae']:.4f} ± {total['std_mae']:.4f} "
-          f"folds {total['n_folds']} wall {wall:.1f}s")
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "folds": scores,
+                        "summary": total,
+                        "model": model.model_name,
+                        "hyperparameters": model.get_params(),
+                        "seconds": wall,
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
+    print(
+        f"mean_rmse {total['mean_rmse']:.4f} ± {total['std_rmse']:.4f} "
+        f"mean_mae {total['mean_mae']:.4f} ± {total['std_mae']:.4f} "
+        f"folds {total['n_folds']} wall {wall:.1f}s"
+    )
     return 0
 
 
@@ -483,7 +667,8 @@ def cmd_predict(args):
         if missing:
             raise UsageError(
                 f"{args.pairs}: line 1 must be a header naming the columns user and "
-                f"item, got {list(pairs.columns)}")
+                f"item, got {list(pairs.columns)}"
+            )
         users = [_raw_id(x, model.user_map_) for x in pairs["user"]]
         items = [_raw_id(x, model.item_map_) for x in pairs["item"]]
     elif args.user is not None and args.item is not None:
@@ -493,9 +678,18 @@ def cmd_predict(args):
         raise UsageError("give --user and --item, or --pairs FILE")
     X = np.empty((len(users), 2), dtype=object)
     X[:, 0], X[:, 1] = users, items
-    pred, ustat, istat = model.predict_detail(pd.DataFrame({"user": users, "item": items}))
-    table = pd.DataFrame({"user": users, "item": items, "prediction": np.round(pred, 4),
-                          "user_status": ustat, "item_status": istat})
+    pred, ustat, istat = model.predict_detail(
+        pd.DataFrame({"user": users, "item": items})
+    )
+    table = pd.DataFrame(
+        {
+            "user": users,
+            "item": items,
+            "prediction": np.round(pred, 4),
+            "user_status": ustat,
+            "item_status": istat,
+        }
+    )
     if args.out is not None:
         from npmf.io import atomic_path
 
@@ -514,10 +708,14 @@ def cmd_recommend(args):
         raise UsageError(f"-n must be >= 1, got {args.n}")
     raw = _raw_id(args.user, model.user_map_)
     if raw not in model.user_map_:
-        raise UsageError(f"user {args.user} is not in the model's {len(model.user_map_)} users")
+        raise UsageError(
+            f"user {args.user} is not in the model's {len(model.user_map_)} users"
+        )
     u = int(model.user_map_.to_index([raw])[0])
     if not model.user_seen_[u]:
-        print(f"note: user {args.user} has no training ratings; ranking by item biases only")
+        print(
+            f"note: user {args.user} has no training ratings; its row was never fitted"
+        )
 
     from npmf.recommend import top_n
 
@@ -559,7 +757,8 @@ def cmd_parity(args):
     except ImportError as err:
         raise UsageError(
             f"parity needs the reference package of the npmf repository ({err}); "
-            f"install it with: pip install -e '.[test]'") from err
+            f"install it with: pip install -e '.[test]'"
+        ) from err
 
     if args.model == "mf" and (args.hidden is not None or args.activation is not None):
         raise UsageError("--hidden and --activation apply to --model deep, not mf")
@@ -570,23 +769,34 @@ def cmd_parity(args):
     try:
         hidden = tuple(int(w) for w in (args.hidden or "2048,256").split(","))
     except ValueError as err:
-        raise UsageError(f"--hidden must be comma-separated integers like 2048,256, "
-                         f"got {args.hidden!r}") from err
+        raise UsageError(
+            f"--hidden must be comma-separated integers like 2048,256, "
+            f"got {args.hidden!r}"
+        ) from err
     activation = args.activation or "linear"
 
     data = parity.load_tutorial_data(args.dataset, args.data_dir)
     batch_size = parity.DEFAULT_BATCH_SIZE[args.model]
     t0 = time.perf_counter()
     report = parity.run_parity(
-        data, args.model, args.optimizer, n_steps=args.steps, n_factors=args.n_factors,
-        hidden=hidden, activation=activation, seed=args.seed)
+        data,
+        args.model,
+        args.optimizer,
+        n_steps=args.steps,
+        n_factors=args.n_factors,
+        hidden=hidden,
+        activation=activation,
+        seed=args.seed,
+    )
     seconds = time.perf_counter() - t0
 
     widths = ",".join(map(str, hidden))
     detail = f" {activation} {widths}" if args.model == "deep" else ""
-    print(f"parity {args.model}{detail} {args.optimizer} on {args.dataset}: "
-          f"{report.n_steps} steps of batch {batch_size} from identical weights, "
-          f"seed {args.seed}")
+    print(
+        f"parity {args.model}{detail} {args.optimizer} on {args.dataset}: "
+        f"{report.n_steps} steps of batch {batch_size} from identical weights, "
+        f"seed {args.seed}"
+    )
     lines = parity.format_report(report)
     print("\n".join(lines[:-1]))
     print(f"time {seconds:.1f}s")
@@ -601,15 +811,19 @@ def cmd_gradcheck(args):
     core, params, u, i, r = gradcheck.tiny_problem(args.model, args.activation)
     errors = gradcheck.check_gradients(core, params, u, i, r, loss=args.loss)
     detail = f" {args.activation}" if args.model == "deep" else ""
-    print(f"gradcheck {args.model}{detail}, loss {args.loss} + whole-table l2: float64 "
-          f"central differences on a batch of {len(u)} with repeated users and items")
+    print(
+        f"gradcheck {args.model}{detail}, loss {args.loss} + whole-table l2: float64 "
+        f"central differences on a batch of {len(u)} with repeated users and items"
+    )
     for key, err in errors.items():
         print(f"{key:<4} rel_error {err:.3e}")
     worst = max(errors, key=errors.get)
     tol = gradcheck.GRADCHECK_TOLERANCE
     ok = errors[worst] <= tol
-    print(f"worst_rel_error {errors[worst]:.3e} ({worst}, tol {tol:g}): "
-          f"{'ok' if ok else 'FAIL'}")
+    print(
+        f"worst_rel_error {errors[worst]:.3e} ({worst}, tol {tol:g}): "
+        f"{'ok' if ok else 'FAIL'}"
+    )
     return 0 if ok else 1
 
 
@@ -641,10 +855,19 @@ def main(argv=None):
     try:
         return args.func(args)
     except TrainingDivergedError as err:
-        print(f"npmf: error: training diverged: {err}; no model written", file=sys.stderr)
+        print(
+            f"npmf: error: training diverged: {err}; no model written", file=sys.stderr
+        )
         return 1
-    except (UsageError, ValueError, TypeError, KeyError, IndexError, ModelFileError,
-            OSError) as err:
+    except (
+        UsageError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        ModelFileError,
+        OSError,
+    ) as err:
         print(f"npmf: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,10 +33,19 @@ def fit_and_score(model, train, test, *, on_epoch_end=None):
     Tables cover the ids of both parts, as the tutorial's do.
     """
     t0 = time.perf_counter()
-    user_ids = np.unique(np.concatenate([train["user"].to_numpy(), test["user"].to_numpy()]))
-    item_ids = np.unique(np.concatenate([train["item"].to_numpy(), test["item"].to_numpy()]))
-    model.fit(train[["user", "item"]], train["rating"].to_numpy(),
-              user_ids=user_ids, item_ids=item_ids, on_epoch_end=on_epoch_end)
+    user_ids = np.unique(
+        np.concatenate([train["user"].to_numpy(), test["user"].to_numpy()])
+    )
+    item_ids = np.unique(
+        np.concatenate([train["item"].to_numpy(), test["item"].to_numpy()])
+    )
+    model.fit(
+        train[["user", "item"]],
+        train["rating"].to_numpy(),
+        user_ids=user_ids,
+        item_ids=item_ids,
+        on_epoch_end=on_epoch_end,
+    )
     scores = model.evaluate(test[["user", "item"]], test["rating"].to_numpy())
     scores["epochs"] = len(model.history_)
     scores["seconds"] = time.perf_counter() - t0
@@ -60,7 +69,9 @@ def summarize(fold_scores):
     rmse = np.array([s["rmse"] for s in fold_scores])  # (n_folds,)
     mae = np.array([s["mae"] for s in fold_scores])  # (n_folds,)
     return {
-        "mean_rmse": float(rmse.mean()), "std_rmse": float(rmse.std()),
-        "mean_mae": float(mae.mean()), "std_mae": float(mae.std()),
+        "mean_rmse": float(rmse.mean()),
+        "std_rmse": float(rmse.std()),
+        "mean_mae": float(mae.mean()),
+        "std_mae": float(mae.std()),
         "n_folds": len(fold_scores),
     }

@@ -142,11 +142,15 @@ class RatingModel:
             if self.learning_rate == 0:
                 raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+            raise ValueError(
+                f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
+            )
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of {PENALTIES}, got {self.penalty!r}")
+            raise ValueError(
+                f"penalty must be one of {PENALTIES}, got {self.penalty!r}"
+            )
         if self.l2_bias is not None:
             _check_nonneg_float("l2_bias", self.l2_bias)
         _check_nonneg_float("lr_decay", self.lr_decay)
@@ -159,7 +163,8 @@ class RatingModel:
             if not 0 < self.validation_fraction < 1:
                 raise ValueError(
                     f"validation_fraction must be in (0, 1) or None, "
-                    f"got {self.validation_fraction}")
+                    f"got {self.validation_fraction}"
+                )
         _check_positive_int("patience", self.patience)
         if self.seed is not None and (
             isinstance(self.seed, bool)
@@ -168,8 +173,19 @@ class RatingModel:
         ):
             raise ValueError(f"seed must be None or an integer >= 0, got {self.seed!r}")
 
-    def fit(self, X, y, *, validation_data=None, user_ids=None, item_ids=None,
-            progress=False, on_epoch_end=None, checkpoint=None, resume=False):
+    def fit(
+        self,
+        X,
+        y,
+        *,
+        validation_data=None,
+        user_ids=None,
+        item_ids=None,
+        progress=False,
+        on_epoch_end=None,
+        checkpoint=None,
+        resume=False,
+    ):
         """Train on rated (user, item) pairs.
 
         Parameters
@@ -242,7 +258,9 @@ class RatingModel:
         stop_set, fit_rows = None, slice(None)
         if self.validation_fraction:
             if checkpoint is not None:
-                raise ValueError("checkpoint cannot be combined with validation_fraction")
+                raise ValueError(
+                    "checkpoint cannot be combined with validation_fraction"
+                )
             stop_rows, fit_rows = _carve(len(r), self.validation_fraction, rng)
             stop_set = (u[stop_rows], i[stop_rows], r[stop_rows])
 
@@ -252,30 +270,64 @@ class RatingModel:
         self.params_ = self._init_params(n_users, n_items, rng)
         try:
             self.history_, self.best_epoch_ = self._run(
-                (u[fit_rows], i[fit_rows], r[fit_rows]), rng, self.n_epochs, val,
-                stop_set, progress, on_epoch_end, checkpoint, resume, fingerprint)
+                (u[fit_rows], i[fit_rows], r[fit_rows]),
+                rng,
+                self.n_epochs,
+                val,
+                stop_set,
+                progress,
+                on_epoch_end,
+                checkpoint,
+                resume,
+                fingerprint,
+            )
             if stop_set is not None and self.refit:
                 # retrain from scratch on every training rating, as long as
                 # early stopping found best
                 rng = np.random.default_rng(self.seed)
                 self.params_ = self._init_params(n_users, n_items, rng)
                 self.history_, _ = self._run(
-                    (u, i, r), rng, self.best_epoch_, val, None, progress,
-                    on_epoch_end, None, False, fingerprint)
+                    (u, i, r),
+                    rng,
+                    self.best_epoch_,
+                    val,
+                    None,
+                    progress,
+                    on_epoch_end,
+                    None,
+                    False,
+                    fingerprint,
+                )
         except BaseException:
             # no half-trained or NaN-filled model is left behind
             del self.params_
             raise
         return self
 
-    def _run(self, train, rng, n_epochs, val, stop_set, progress, on_epoch_end,
-             checkpoint, resume, fingerprint):
-        """Train ``self.params_`` for up to ``n_epochs``; return history and best epoch."""
+    def _run(
+        self,
+        train,
+        rng,
+        n_epochs,
+        val,
+        stop_set,
+        progress,
+        on_epoch_end,
+        checkpoint,
+        resume,
+        fingerprint,
+    ):
+        """Train ``self.params_`` for up to ``n_epochs``.
+
+        Returns the history and the epoch whose weights were kept.
+        """
         self.optimizer_ = make_optimizer(self.optimizer, self.learning_rate)
         lr0 = self.optimizer_.learning_rate
         history, start_epoch = [], 1
         if checkpoint is not None and resume and Path(checkpoint).is_file():
-            history = load_checkpoint(checkpoint, self, self.optimizer_, rng, fingerprint)
+            history = load_checkpoint(
+                checkpoint, self, self.optimizer_, rng, fingerprint
+            )
             start_epoch = len(history) + 1
             logger.info("resuming from %s after epoch %d", checkpoint, len(history))
         # exponential decay: epoch e runs at lr0 * lr_decay ** (e - 1)
@@ -290,21 +342,34 @@ class RatingModel:
             if stop_set is not None:
                 record["stop_rmse"] = self._clipped_rmse(*stop_set)
                 if record["stop_rmse"] < best["rmse"]:
-                    best.update(epoch=epoch, rmse=record["stop_rmse"],
-                                params={k: W.copy() for k, W in self.params_.items()})
+                    best.update(
+                        epoch=epoch,
+                        rmse=record["stop_rmse"],
+                        params={k: W.copy() for k, W in self.params_.items()},
+                    )
                 stop = epoch - best["epoch"] >= self.patience
             if checkpoint is not None:
-                save_checkpoint(checkpoint, self.params_, self.optimizer_, rng,
-                                history, fingerprint)
+                save_checkpoint(
+                    checkpoint, self.params_, self.optimizer_, rng, history, fingerprint
+                )
             if on_epoch_end is not None:
                 on_epoch_end(record)
             return stop
 
         fit_loop(
-            self._core(), self.params_, self.optimizer_, train,
-            n_epochs=n_epochs, batch_size=self.batch_size, loss=self.loss,
-            l2=self._penalty(), rng=rng, validation=val, on_epoch_end=epoch_done,
-            progress=progress, start_epoch=start_epoch,
+            self._core(),
+            self.params_,
+            self.optimizer_,
+            train,
+            n_epochs=n_epochs,
+            batch_size=self.batch_size,
+            loss=self.loss,
+            l2=self._penalty(),
+            rng=rng,
+            validation=val,
+            on_epoch_end=epoch_done,
+            progress=progress,
+            start_epoch=start_epoch,
         )
         if best["params"] is not None:
             # restore the weights of the best epoch
@@ -313,8 +378,12 @@ class RatingModel:
         return history, best["epoch"]
 
     def _penalty(self):
-        return L2Penalty(self.l2, penalty=self.penalty, l2_bias=self.l2_bias,
-                         l2_dense=getattr(self, "l2_dense", 0.0))
+        return L2Penalty(
+            self.l2,
+            penalty=self.penalty,
+            l2_bias=self.l2_bias,
+            l2_dense=getattr(self, "l2_dense", 0.0),
+        )
 
     def _clipped_rmse(self, u, i, r):
         """Whole-set RMSE of centred targets, predictions clipped if asked."""
@@ -418,14 +487,17 @@ class RatingModel:
         u = np.asarray(u)
         i = np.asarray(i)
         if u.ndim != 1 or u.shape != i.shape:
-            raise ValueError(f"u and i must be 1-D of one length, got {u.shape} and {i.shape}")
+            raise ValueError(
+                f"u and i must be 1-D of one length, got {u.shape} and {i.shape}"
+            )
         for name, idx in (("u", u), ("i", i)):
             if idx.size and idx.dtype.kind not in "iu":
                 raise TypeError(f"{name} must hold integers, got dtype {idx.dtype}")
         check_indices(u, len(self.user_map_), "u")
         check_indices(i, len(self.item_map_), "i")
-        r_hat = predict_batches(self._core(), self.params_, u.astype(np.int32),
-                                i.astype(np.int32))
+        r_hat = predict_batches(
+            self._core(), self.params_, u.astype(np.int32), i.astype(np.int32)
+        )
         pred = self.mu_ + r_hat.astype(np.float64)
         return np.clip(pred, *self.rating_range_) if self.clip else pred
 
@@ -509,7 +581,8 @@ def _carve(n, fraction, rng):
         raise ValueError(
             f"validation_fraction={fraction} of {n} ratings leaves "
             f"{n_stop} for early stopping and {n - n_stop} for training; "
-            f"both need at least one")
+            f"both need at least one"
+        )
     perm = rng.permutation(n)
     return np.sort(perm[:n_stop]), np.sort(perm[n_stop:])
 
@@ -600,14 +673,44 @@ class MFRegressor(RatingModel):
     """
 
     model_name = "mf"
-    _param_names = ("n_factors", "n_epochs", "batch_size", "learning_rate",
-                    "optimizer", "l2", "loss", "seed", "penalty", "l2_bias", "lr_decay", "init_std",
-                    "validation_fraction", "patience", "refit", "clip")
+    _param_names = (
+        "n_factors",
+        "n_epochs",
+        "batch_size",
+        "learning_rate",
+        "optimizer",
+        "l2",
+        "loss",
+        "seed",
+        "penalty",
+        "l2_bias",
+        "lr_decay",
+        "init_std",
+        "validation_fraction",
+        "patience",
+        "refit",
+        "clip",
+    )
 
-    def __init__(self, n_factors=200, n_epochs=60, batch_size=256, learning_rate=None,
-                 optimizer="sgd", l2=0.01, loss="rmse", seed=None, penalty="table",
-                 l2_bias=None, lr_decay=1.0, init_std=None, validation_fraction=None,
-                 patience=4, refit=False, clip=False):
+    def __init__(
+        self,
+        n_factors=200,
+        n_epochs=60,
+        batch_size=256,
+        learning_rate=None,
+        optimizer="sgd",
+        l2=0.01,
+        loss="rmse",
+        seed=None,
+        penalty="table",
+        l2_bias=None,
+        lr_decay=1.0,
+        init_std=None,
+        validation_fraction=None,
+        patience=4,
+        refit=False,
+        clip=False,
+    ):
         self.n_factors = n_factors
         self.n_epochs = n_epochs
         self.batch_size = batch_size
@@ -632,8 +735,9 @@ class MFRegressor(RatingModel):
         return mf
 
     def _init_params(self, n_users, n_items, rng):
-        return mf.init_params(n_users, n_items, self.n_factors, rng,
-                              init_std=self.init_std)
+        return mf.init_params(
+            n_users, n_items, self.n_factors, rng, init_std=self.init_std
+        )
 
     def layer_table(self, n_users, n_items):
         """Rows of a Keras-like summary: (layer, output shape, parameter count).
@@ -659,7 +763,6 @@ class MFRegressor(RatingModel):
             ("dot (P[u].Q[i])", "(None,)", 0),
             ("r_hat (Add)", "(None,)", 0),
         ]
-
 
 
 def _check_hidden(hidden):
@@ -777,8 +880,14 @@ class DeepRegressor(RatingModel):
         "loss",
         "seed",
         "l2_dense",
-        "penalty", "l2_bias", "lr_decay", "init_std",
-                    "validation_fraction", "patience", "refit", "clip",
+        "penalty",
+        "l2_bias",
+        "lr_decay",
+        "init_std",
+        "validation_fraction",
+        "patience",
+        "refit",
+        "clip",
     )
 
     def __init__(
@@ -855,22 +964,26 @@ class DeepRegressor(RatingModel):
         """
         params = dict(self.params_)
         u, i = u.copy(), i.copy()
-        for key_f, key_b, idx, seen in (("P", "bu", u, self.user_seen_),
-                                        ("Q", "bi", i, self.item_seen_)):
+        for key_f, key_b, idx, seen in (
+            ("P", "bu", u, self.user_seen_),
+            ("Q", "bi", i, self.item_seen_),
+        ):
             rows = seen if seen.any() else np.ones_like(seen)
             params[key_f] = np.vstack([params[key_f], params[key_f][rows].mean(axis=0)])
             params[key_b] = np.append(params[key_b], params[key_b][rows].mean())
             idx[idx < 0] = len(seen)  # the appended mean row
-        return predict_batches(self._core(), params, u.astype(np.int32),
-                               i.astype(np.int32)).astype(np.float64)
+        return predict_batches(
+            self._core(), params, u.astype(np.int32), i.astype(np.int32)
+        ).astype(np.float64)
 
     def _core(self):
         return mlp.make(self.activation)
 
     def _init_params(self, n_users, n_items, rng):
         hidden = tuple(self.hidden)
-        return mlp.init_params(n_users, n_items, self.n_factors, hidden, rng,
-                               init_std=self.init_std)
+        return mlp.init_params(
+            n_users, n_items, self.n_factors, hidden, rng, init_std=self.init_std
+        )
 
     def layer_table(self, n_users, n_items):
         """Rows of a Keras-like summary: (layer, output shape, parameter count).

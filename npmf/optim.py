@@ -218,7 +218,7 @@ class Adamax:
         buf = getattr(self, "_buf", None)
         if buf is None or buf.size < 2 * size or buf.dtype != W.dtype:
             buf = self._buf = np.empty(2 * size, dtype=W.dtype)
-        return buf[:size].reshape(W.shape), buf[size:2 * size].reshape(W.shape)
+        return buf[:size].reshape(W.shape), buf[size : 2 * size].reshape(W.shape)
 
     def state(self):
         """Return the optimizer state as a dict of arrays (for checkpoints).
@@ -269,8 +269,12 @@ def make_optimizer(name, learning_rate=None):
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-    if learning_rate is not None and not (learning_rate > 0 and np.isfinite(learning_rate)):
-        raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
+    if learning_rate is not None and not (
+        learning_rate > 0 and np.isfinite(learning_rate)
+    ):
+        raise ValueError(
+            f"learning_rate must be a finite number > 0, got {learning_rate!r}"
+        )
     cls = SGD if name == "sgd" else Adamax
     return cls() if learning_rate is None else cls(learning_rate=learning_rate)
 
@@ -326,8 +330,11 @@ class L2Penalty:
     @property
     def is_tutorial(self):
         """True when this is the plain whole-table penalty of one weight."""
-        return (self.penalty == "table" and self.l2_dense == 0
-                and self.l2_bias in (None, self.l2))
+        return (
+            self.penalty == "table"
+            and self.l2_dense == 0
+            and self.l2_bias in (None, self.l2)
+        )
 
     def _dense_keys(self, params):
         return [k for k in params if k.startswith("W")]

@@ -5,7 +5,12 @@ model's defaults; flags given on the command line override them. The
 measured scores of each preset are in the README.
 """
 
-_EARLY_STOPPING = {"validation_fraction": 0.05, "patience": 4, "refit": True, "clip": True}
+_EARLY_STOPPING = {
+    "validation_fraction": 0.05,
+    "patience": 4,
+    "refit": True,
+    "clip": True,
+}
 
 PRESETS = {
     # the Keras tutorial, faithfully: whole-table L2, batch RMSE, SGD 0.01
@@ -15,19 +20,47 @@ PRESETS = {
     # rows, MSE, small normal init, decaying SGD, early stopping on 5% of the
     # training ratings, then a refit on all of them. Tuned with optuna on an
     # inner split of u1.base only (benchmarks/tune.py).
-    "mf-best": {"model": "mf", "hyperparameters": {
-        "n_factors": 64, "init_std": 0.0065, "penalty": "rows", "l2": 0.0675,
-        "l2_bias": 0.009, "loss": "mse", "optimizer": "sgd", "learning_rate": 1.14,
-        "batch_size": 64, "lr_decay": 0.947, "n_epochs": 60, "seed": 0,
-        **_EARLY_STOPPING}},
+    "mf-best": {
+        "model": "mf",
+        "hyperparameters": {
+            "n_factors": 64,
+            "init_std": 0.0065,
+            "penalty": "rows",
+            "l2": 0.0675,
+            "l2_bias": 0.009,
+            "loss": "mse",
+            "optimizer": "sgd",
+            "learning_rate": 1.14,
+            "batch_size": 64,
+            "lr_decay": 0.947,
+            "n_epochs": 60,
+            "seed": 0,
+            **_EARLY_STOPPING,
+        },
+    },
     # the same deep family with one relu layer, per-rating L2 on embeddings,
     # a little L2 on the kernel, Adamax with decay, early stopping and refit
-    "deep-best": {"model": "deep", "hyperparameters": {
-        "n_factors": 128, "hidden": (512,), "activation": "relu", "init_std": 0.03,
-        "penalty": "rows", "l2": 0.03, "l2_bias": 0.0035, "l2_dense": 1e-4,
-        "loss": "mse", "optimizer": "adamax", "learning_rate": 0.0015,
-        "batch_size": 256, "lr_decay": 0.956, "n_epochs": 40, "seed": 0,
-        **_EARLY_STOPPING}},
+    "deep-best": {
+        "model": "deep",
+        "hyperparameters": {
+            "n_factors": 128,
+            "hidden": (512,),
+            "activation": "relu",
+            "init_std": 0.03,
+            "penalty": "rows",
+            "l2": 0.03,
+            "l2_bias": 0.0035,
+            "l2_dense": 1e-4,
+            "loss": "mse",
+            "optimizer": "adamax",
+            "learning_rate": 0.0015,
+            "batch_size": 256,
+            "lr_decay": 0.956,
+            "n_epochs": 40,
+            "seed": 0,
+            **_EARLY_STOPPING,
+        },
+    },
 }
 """Preset name to ``{"model": name, "hyperparameters": dict}``."""
 
@@ -53,4 +86,7 @@ def get_preset(name):
     if name not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
     preset = PRESETS[name]
-    return {"model": preset["model"], "hyperparameters": dict(preset["hyperparameters"])}
+    return {
+        "model": preset["model"],
+        "hyperparameters": dict(preset["hyperparameters"]),
+    }

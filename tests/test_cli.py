@@ -10,7 +10,9 @@ from npmf.cli import main
 
 
 def write_csv(path, rows, header="user,item,rating"):
-    path.write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    path.write_text(
+        header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n"
+    )
     return path
 
 
@@ -34,14 +36,36 @@ def run(argv, capsys):
 def test_train_writes_outputs_and_test_rmse(ratings_csv, tmp_path, capsys):
     """train on a csv writes model, history, plot and ends with test_rmse."""
     out_dir = tmp_path / "run"
-    code, out, err = run(["train", "--ratings", ratings_csv, "--split", "random",
-                          "--factors", "3", "--epochs", "3", "--batch-size", "8",
-                          "--seed", "1", "--no-progress", "--out", out_dir], capsys)
+    code, out, err = run(
+        [
+            "train",
+            "--ratings",
+            ratings_csv,
+            "--split",
+            "random",
+            "--factors",
+            "3",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--seed",
+            "1",
+            "--no-progress",
+            "--out",
+            out_dir,
+        ],
+        capsys,
+    )
     assert code == 0, err
     last = out.strip().splitlines()[-1]
     assert last.startswith("test_rmse ")
     assert sorted(p.name for p in out_dir.iterdir()) == [
-        "history.csv", "metrics.json", "model.npz", "rmse.png"]
+        "history.csv",
+        "metrics.json",
+        "model.npz",
+        "rmse.png",
+    ]
     with open(out_dir / "history.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
@@ -50,18 +74,21 @@ def test_train_writes_outputs_and_test_rmse(ratings_csv, tmp_path, capsys):
     assert float(last.split()[1]) == pytest.approx(metrics["rmse"], abs=1e-4)
     assert (out_dir / "rmse.png").read_bytes()[:4] == b"\x89PNG"
 
-    code, out, _ = run(["predict", "--model-dir", out_dir, "--user", "u1", "--item", "m2"],
-                       capsys)
+    code, out, _ = run(
+        ["predict", "--model-dir", out_dir, "--user", "u1", "--item", "m2"], capsys
+    )
     assert code == 0 and "u1" in out and "trained" in out
-    code, out, _ = run(["recommend", "--model-dir", out_dir, "--user", "u1", "-n", "3"],
-                       capsys)
+    code, out, _ = run(
+        ["recommend", "--model-dir", out_dir, "--user", "u1", "-n", "3"], capsys
+    )
     assert code == 0 and out.count("predicted") <= 3
 
 
 def test_user_error_one_line_exit_2(tmp_path, capsys):
     """A user error prints one line on stderr, exits 2, no traceback."""
-    code, _, err = run(["predict", "--model-dir", tmp_path, "--user", "1", "--item", "2"],
-                       capsys)
+    code, _, err = run(
+        ["predict", "--model-dir", tmp_path, "--user", "1", "--item", "2"], capsys
+    )
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("npmf: error:")
     assert "Traceback" not in err
@@ -70,8 +97,22 @@ def test_user_error_one_line_exit_2(tmp_path, capsys):
 def test_divergence_keeps_earlier_outputs(ratings_csv, tmp_path, capsys):
     """Issue 7 case 9: lr 1000 exits non-zero, writes nothing, keeps old outputs."""
     out_dir = tmp_path / "run"
-    base = ["train", "--ratings", ratings_csv, "--split", "random", "--factors", "3",
-            "--batch-size", "8", "--seed", "1", "--no-progress", "--out", out_dir]
+    base = [
+        "train",
+        "--ratings",
+        ratings_csv,
+        "--split",
+        "random",
+        "--factors",
+        "3",
+        "--batch-size",
+        "8",
+        "--seed",
+        "1",
+        "--no-progress",
+        "--out",
+        out_dir,
+    ]
     assert run(base + ["--epochs", "1"], capsys)[0] == 0
     before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
     code, _, err = run(base + ["--epochs", "50", "--learning-rate", "1000"], capsys)
@@ -93,8 +134,10 @@ def test_bad_file_writes_nothing(tmp_path, capsys):
 @pytest.mark.slow
 def test_summary_ml100k_counts(data_dir, capsys):
     """summary prints 527,625 parameters for the ml-100k MF at k 200."""
-    code, out, _ = run(["summary", "--model", "mf", "--dataset", "ml-100k",
-                        "--data-dir", data_dir], capsys)
+    code, out, _ = run(
+        ["summary", "--model", "mf", "--dataset", "ml-100k", "--data-dir", data_dir],
+        capsys,
+    )
     assert code == 0
     assert out.strip().splitlines()[-1] == "Total params: 527,625"
 
@@ -102,9 +145,25 @@ def test_summary_ml100k_counts(data_dir, capsys):
 @pytest.mark.slow
 def test_train_ml100k_loss_falls(data_dir, tmp_path, capsys):
     """Three tutorial epochs on ml-100k: Keras's first-epoch loss, then falling."""
-    code, out, err = run(["train", "--model", "mf", "--dataset", "ml-100k", "--data-dir",
-                          data_dir, "--epochs", "3", "--seed", "0", "--no-progress",
-                          "--out", tmp_path / "run"], capsys)
+    code, out, err = run(
+        [
+            "train",
+            "--model",
+            "mf",
+            "--dataset",
+            "ml-100k",
+            "--data-dir",
+            data_dir,
+            "--epochs",
+            "3",
+            "--seed",
+            "0",
+            "--no-progress",
+            "--out",
+            tmp_path / "run",
+        ],
+        capsys,
+    )
     assert code == 0, err
     lines = [ln for ln in out.splitlines() if ln.startswith("epoch ")]
     losses = [float(ln.split()[3]) for ln in lines]
@@ -124,14 +183,18 @@ BAD_FILES = {
     "empty": ("", ["no ratings"]),
     "header_only": ("user,item,rating\n", ["no ratings", "line 1"]),
     # case 6: every bad rating listed with its line
-    "bad_ratings": ("user,item,rating\n1,10,4\n2,10,\n3,10,e\n4,10,NaN\n5,10,inf\n"
-                    "6,10,4_0\n", ["line 3", "line 4", "line 5", "line 6", "line 7"]),
+    "bad_ratings": (
+        "user,item,rating\n1,10,4\n2,10,\n3,10,e\n4,10,NaN\n5,10,inf\n6,10,4_0\n",
+        ["line 3", "line 4", "line 5", "line 6", "line 7"],
+    ),
     # case 7: duplicate pairs with their lines
     "duplicates": ("user,item,rating\n1,10,4\n1,10,2\n2,10,5\n", ["lines 2, 3"]),
     # case 8: splits that would leave a side empty
     "one_rating": ("user,item,rating\n1,10,4\n", ["1 train and 0 test"]),
-    "three_ratings": ("user,item,rating\n1,10,4\n1,20,2\n2,10,5\n",
-                      ["3 train and 0 test"]),
+    "three_ratings": (
+        "user,item,rating\n1,10,4\n1,20,2\n2,10,5\n",
+        ["3 train and 0 test"],
+    ),
     "short_line": ("user,item,rating\n1,10,4\n2,20\n", ["line 3", "expected 3"]),
 }
 
@@ -143,8 +206,9 @@ def test_bad_input_files_exit_2_write_nothing(name, tmp_path, capsys):
     path = tmp_path / f"{name}.csv"
     path.write_text(text)
     out_dir = tmp_path / "run"
-    code, _, err = run(["train", "--ratings", path, "--split", "random",
-                        "--out", out_dir], capsys)
+    code, _, err = run(
+        ["train", "--ratings", path, "--split", "random", "--out", out_dir], capsys
+    )
     assert code == 2
     assert err.startswith("npmf: error:") and "Traceback" not in err
     if name not in ("one_rating", "three_ratings"):
@@ -156,18 +220,39 @@ def test_bad_input_files_exit_2_write_nothing(name, tmp_path, capsys):
 
 def test_checkpoint_then_resume(ratings_csv, tmp_path, capsys):
     """--checkpoint keeps the last epoch; --resume continues to the same result."""
-    base = ["train", "--ratings", ratings_csv, "--split", "random", "--factors", "3",
-            "--batch-size", "8", "--seed", "1", "--no-progress"]
+    base = [
+        "train",
+        "--ratings",
+        ratings_csv,
+        "--split",
+        "random",
+        "--factors",
+        "3",
+        "--batch-size",
+        "8",
+        "--seed",
+        "1",
+        "--no-progress",
+    ]
     assert run(base + ["--epochs", "4", "--out", tmp_path / "a"], capsys)[0] == 0
-    assert run(base + ["--epochs", "2", "--checkpoint", "--out", tmp_path / "b"],
-               capsys)[0] == 0
+    assert (
+        run(base + ["--epochs", "2", "--checkpoint", "--out", tmp_path / "b"], capsys)[
+            0
+        ]
+        == 0
+    )
     assert (tmp_path / "b" / "checkpoint.npz").is_file()
-    code, out, _ = run(base + ["--epochs", "4", "--resume", "--out", tmp_path / "b"],
-                       capsys)
+    code, out, _ = run(
+        base + ["--epochs", "4", "--resume", "--out", tmp_path / "b"], capsys
+    )
     assert code == 0
     assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("epoch")] == [
-        "3/4", "4/4"]
-    with np.load(tmp_path / "a" / "model.npz") as a, \
-            np.load(tmp_path / "b" / "model.npz") as b:
+        "3/4",
+        "4/4",
+    ]
+    with (
+        np.load(tmp_path / "a" / "model.npz") as a,
+        np.load(tmp_path / "b" / "model.npz") as b,
+    ):
         for key in ("param.P", "param.Q", "param.bu", "param.bi"):
             assert a[key].tobytes() == b[key].tobytes()

@@ -45,8 +45,23 @@ def test_summarize_mean_and_std():
 
 def test_cv_cli_two_folds(data_dir, tmp_path, capsys):
     """cv over u1,u2 prints a line per fold and a mean_rmse line."""
-    code = main(["cv", "--data-dir", str(data_dir), "--folds", "u1,u2", "--epochs", "1",
-                 "--factors", "8", "--seed", "0", "--out", str(tmp_path / "cv.json")])
+    code = main(
+        [
+            "cv",
+            "--data-dir",
+            str(data_dir),
+            "--folds",
+            "u1,u2",
+            "--epochs",
+            "1",
+            "--factors",
+            "8",
+            "--seed",
+            "0",
+            "--out",
+            str(tmp_path / "cv.json"),
+        ]
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0
     assert [ln.split()[1] for ln in out[:2]] == ["u1", "u2"]
@@ -79,8 +94,9 @@ def test_cli_flag_overrides_preset(data_dir, capsys):
 
     from npmf.cli import build_estimator, build_parser
 
-    args = build_parser().parse_args(["train", "--preset", "mf-best", "--factors", "8",
-                                      "--out", "x"])
+    args = build_parser().parse_args(
+        ["train", "--preset", "mf-best", "--factors", "8", "--out", "x"]
+    )
     model = build_estimator(args)
     assert model.n_factors == 8 and model.penalty == "rows" and model.refit is True
     assert isinstance(args, argparse.Namespace)

@@ -75,14 +75,23 @@ def test_loss_falls_over_epochs(model_name):
 def test_mf_recovers_rank1_matrix():
     """Without penalty, MF with Adamax fits a rank-1 matrix to RMSE < 0.05."""
     X, y = synthetic_rank1()
-    model = MFRegressor(n_factors=2, n_epochs=150, batch_size=32, optimizer="adamax",
-                        learning_rate=0.02, l2=0.0, seed=0).fit(X, y)
+    model = MFRegressor(
+        n_factors=2,
+        n_epochs=150,
+        batch_size=32,
+        optimizer="adamax",
+        learning_rate=0.02,
+        l2=0.0,
+        seed=0,
+    ).fit(X, y)
     assert model.evaluate(X, y)["rmse"] < 0.05
 
 
 def test_unknown_ids_fall_back_to_biases():
     """Issue 7 case 2: unknown item -> mu + bu, unknown user -> mu + bi, both -> mu."""
-    model = MFRegressor(n_factors=2, n_epochs=2, batch_size=2, seed=0).fit(TRAIN_X, TRAIN_Y)
+    model = MFRegressor(n_factors=2, n_epochs=2, batch_size=2, seed=0).fit(
+        TRAIN_X, TRAIN_Y
+    )
     assert model.mu_ == 3.5  # (4 + 2 + 5 + 3) / 4
     test_x = np.array([[1, 99], [9, 10], [9, 99], [2, 20]])
     with pytest.warns(UserWarning, match="3 of 4 pairs"):
@@ -114,25 +123,36 @@ def test_untrained_ids_reported():
     assert model.evaluate(np.array([[3, 40], [1, 10]]), [3, 4])["n_untrained"] == 1
 
 
-@pytest.mark.parametrize("y, shape", [
-    (np.zeros((4, 1)), r"\(4, 1\)"),
-    (np.zeros((4, 4)), r"\(4, 4\)"),
-    (np.zeros(3), r"\(3,\)"),
-])
+@pytest.mark.parametrize(
+    "y, shape",
+    [
+        (np.zeros((4, 1)), r"\(4, 1\)"),
+        (np.zeros((4, 4)), r"\(4, 4\)"),
+        (np.zeros(3), r"\(3,\)"),
+    ],
+)
 def test_fit_rejects_target_shape(y, shape):
     """Issue 7 case 10: a target not of shape (n,) is rejected naming both shapes."""
-    with pytest.raises(ValueError, match=rf"y must have shape \(4,\).*got shape {shape}"):
+    with pytest.raises(
+        ValueError, match=rf"y must have shape \(4,\).*got shape {shape}"
+    ):
         MFRegressor(n_epochs=1).fit(TRAIN_X, y)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"n_factors": 0}, "n_factors must be an integer >= 1, got 0"),
-    ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
-    ({"learning_rate": -0.1}, r"learning_rate must be a finite number >= 0, got -0.1"),
-    ({"l2": float("nan")}, "l2 must be a finite number >= 0, got nan"),
-    ({"optimizer": "adam"}, "optimizer must be one of"),
-    ({"loss": "mae"}, "loss must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_factors": 0}, "n_factors must be an integer >= 1, got 0"),
+        ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
+        (
+            {"learning_rate": -0.1},
+            r"learning_rate must be a finite number >= 0, got -0.1",
+        ),
+        ({"l2": float("nan")}, "l2 must be a finite number >= 0, got nan"),
+        ({"optimizer": "adam"}, "optimizer must be one of"),
+        ({"loss": "mae"}, "loss must be one of"),
+    ],
+)
 def test_fit_validates_hyperparameters(kwargs, message):
     """Bad hyperparameters are named with their value."""
     with pytest.raises(ValueError, match=message):
@@ -170,8 +190,9 @@ def test_resume_refuses_checkpoint_of_other_run(tmp_path):
     ckpt = tmp_path / "ckpt.npz"
     MFRegressor(n_factors=4, n_epochs=1, seed=0).fit(X, y, checkpoint=ckpt)
     with pytest.raises(ValueError, match="checkpoint of another run"):
-        MFRegressor(n_factors=4, n_epochs=2, seed=0).fit(X, y + 1, checkpoint=ckpt,
-                                                         resume=True)
+        MFRegressor(n_factors=4, n_epochs=2, seed=0).fit(
+            X, y + 1, checkpoint=ckpt, resume=True
+        )
 
 
 def test_divergence_leaves_model_unfitted():
@@ -180,18 +201,24 @@ def test_divergence_leaves_model_unfitted():
 
     X, y = synthetic_rank1()
     model = MFRegressor(n_factors=4, n_epochs=3, learning_rate=1000.0, seed=0)
-    with pytest.raises(TrainingDivergedError, match=r"epoch \d+, batch \d+ with optimizer sgd "
-                                                    r"and learning_rate 1000"):
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"epoch \d+, batch \d+ with optimizer sgd "
+        r"and learning_rate 1000",
+    ):
         model.fit(X, y)
     with pytest.raises(NotFittedError):
         model.predict(X)
 
 
-@pytest.mark.parametrize("u, i, message", [
-    ([0, -1], [0, 0], r"u\[1\] = -1 is outside the table of 2 rows"),
-    ([0, 2], [0, 0], r"u\[1\] = 2 is outside the table of 2 rows"),
-    ([0], [3], r"i\[0\] = 3 is outside the table of 3 rows"),
-])
+@pytest.mark.parametrize(
+    "u, i, message",
+    [
+        ([0, -1], [0, 0], r"u\[1\] = -1 is outside the table of 2 rows"),
+        ([0, 2], [0, 0], r"u\[1\] = 2 is outside the table of 2 rows"),
+        ([0], [3], r"i\[0\] = 3 is outside the table of 3 rows"),
+    ],
+)
 def test_predict_indices_refuses_out_of_range(u, i, message):
     """Issue 7 case 3: -1 or n_users is an error naming index and table size."""
     model = MFRegressor(n_factors=2, n_epochs=1, seed=0).fit(TRAIN_X, TRAIN_Y)
@@ -222,10 +249,13 @@ def test_deep_unknown_item_uses_average_item():
     """For the deep model an unknown item is predicted as the mean item row."""
     from npmf.estimator import DeepRegressor
 
-    model = DeepRegressor(n_factors=2, hidden=(4,), activation="relu", n_epochs=2,
-                          batch_size=2, seed=0).fit(TRAIN_X, TRAIN_Y)
+    model = DeepRegressor(
+        n_factors=2, hidden=(4,), activation="relu", n_epochs=2, batch_size=2, seed=0
+    ).fit(TRAIN_X, TRAIN_Y)
     P, Q, bu, bi = (model.params_[k] for k in ("P", "Q", "bu", "bi"))
-    ext = dict(model.params_, Q=np.vstack([Q, Q.mean(axis=0)]), bi=np.append(bi, bi.mean()))
+    ext = dict(
+        model.params_, Q=np.vstack([Q, Q.mean(axis=0)]), bi=np.append(bi, bi.mean())
+    )
     r_hat, _ = model._core().forward(ext, np.array([0]), np.array([3]))
     with pytest.warns(UserWarning):
         pred = model.predict(np.array([[1, 99]]))
@@ -234,7 +264,9 @@ def test_deep_unknown_item_uses_average_item():
 
 def test_seed_must_be_nonnegative_int():
     """A negative or non-integer seed is named with its value."""
-    with pytest.raises(ValueError, match="seed must be None or an integer >= 0, got -1"):
+    with pytest.raises(
+        ValueError, match="seed must be None or an integer >= 0, got -1"
+    ):
         MFRegressor(seed=-1).fit(TRAIN_X, TRAIN_Y)
     with pytest.raises(ValueError, match="got 'a'"):
         MFRegressor(seed="a").fit(TRAIN_X, TRAIN_Y)
@@ -243,9 +275,17 @@ def test_seed_must_be_nonnegative_int():
 def test_early_stopping_restores_best_epoch_and_never_sees_test():
     """Early stopping keeps the best held-out epoch's weights."""
     X, y = synthetic_rank1()
-    model = MFRegressor(n_factors=2, n_epochs=40, batch_size=16, optimizer="adamax",
-                        learning_rate=0.05, l2=0.0, validation_fraction=0.2,
-                        patience=2, seed=0).fit(X, y)
+    model = MFRegressor(
+        n_factors=2,
+        n_epochs=40,
+        batch_size=16,
+        optimizer="adamax",
+        learning_rate=0.05,
+        l2=0.0,
+        validation_fraction=0.2,
+        patience=2,
+        seed=0,
+    ).fit(X, y)
     scores = [rec["stop_rmse"] for rec in model.history_]
     assert model.best_epoch_ == 1 + int(np.argmin(scores))
     assert len(model.history_) <= model.best_epoch_ + 2
@@ -254,15 +294,26 @@ def test_early_stopping_restores_best_epoch_and_never_sees_test():
     n_stop = round(0.2 * len(y))
     stop = np.sort(rng.permutation(len(y))[:n_stop])
     pred = model.predict(X[stop])
-    assert np.sqrt(np.mean((pred - y[stop]) ** 2)) == pytest.approx(min(scores), rel=1e-5)
+    assert np.sqrt(np.mean((pred - y[stop]) ** 2)) == pytest.approx(
+        min(scores), rel=1e-5
+    )
 
 
 def test_refit_trains_best_epoch_count_on_all_ratings():
     """refit retrains from scratch for best_epoch_ epochs on every rating."""
     X, y = synthetic_rank1()
-    model = MFRegressor(n_factors=2, n_epochs=30, batch_size=16, optimizer="adamax",
-                        learning_rate=0.05, l2=0.0, validation_fraction=0.2, patience=2,
-                        refit=True, seed=0).fit(X, y)
+    model = MFRegressor(
+        n_factors=2,
+        n_epochs=30,
+        batch_size=16,
+        optimizer="adamax",
+        learning_rate=0.05,
+        l2=0.0,
+        validation_fraction=0.2,
+        patience=2,
+        refit=True,
+        seed=0,
+    ).fit(X, y)
     assert len(model.history_) == model.best_epoch_
     assert "stop_rmse" not in model.history_[0]
 
@@ -271,7 +322,9 @@ def test_lr_decay_schedule():
     """Epoch e runs at learning_rate * lr_decay ** (e - 1)."""
     seen = []
     X, y = synthetic_rank1()
-    model = MFRegressor(n_factors=2, n_epochs=3, learning_rate=0.1, lr_decay=0.5, seed=0)
+    model = MFRegressor(
+        n_factors=2, n_epochs=3, learning_rate=0.1, lr_decay=0.5, seed=0
+    )
     original = model.fit
 
     def record(rec):
@@ -295,8 +348,15 @@ def test_clip_limits_predictions_to_training_range():
 def test_rows_penalty_trains_and_differs_from_table():
     """penalty='rows' trains (reference path) and gives other weights than 'table'."""
     X, y = synthetic_rank1()
-    kw = dict(n_factors=2, n_epochs=2, batch_size=16, loss="mse", learning_rate=0.05,
-              l2=0.05, seed=0)
+    kw = dict(
+        n_factors=2,
+        n_epochs=2,
+        batch_size=16,
+        loss="mse",
+        learning_rate=0.05,
+        l2=0.05,
+        seed=0,
+    )
     rows = MFRegressor(penalty="rows", l2_bias=0.01, **kw).fit(X, y)
     table = MFRegressor(**kw).fit(X, y)
     assert rows.history_[-1]["loss"] < rows.history_[0]["loss"]
@@ -311,12 +371,15 @@ def test_init_std_draws_normal_embeddings():
     assert params["P"].dtype == np.float32
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"penalty": "whole"}, "penalty must be one of"),
-    ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\], got 1.5"),
-    ({"validation_fraction": 1.0}, r"validation_fraction must be in \(0, 1\)"),
-    ({"patience": 0}, "patience must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"penalty": "whole"}, "penalty must be one of"),
+        ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\], got 1.5"),
+        ({"validation_fraction": 1.0}, r"validation_fraction must be in \(0, 1\)"),
+        ({"patience": 0}, "patience must be an integer >= 1, got 0"),
+    ],
+)
 def test_fit_validates_training_options(kwargs, message):
     """The options beyond the tutorial are validated too."""
     with pytest.raises(ValueError, match=message):

@@ -35,7 +35,9 @@ def test_idmap_unknown_id():
 @pytest.mark.parametrize("bad", [-1, 3])
 def test_check_indices_names_index_and_table(bad):
     """-1 and n_rows are refused, naming the index and the table size."""
-    with pytest.raises(IndexError, match=rf"u\[1\] = {bad} is outside the table of 3 rows"):
+    with pytest.raises(
+        IndexError, match=rf"u\[1\] = {bad} is outside the table of 3 rows"
+    ):
         check_indices(np.array([0, bad]), 3, "u")
 
 

@@ -13,13 +13,17 @@ from npmf.io import FORMAT_VERSION, ModelFileError, atomic_path, load_model, sav
 @pytest.fixture
 def fitted():
     X = np.array([["a", "x"], ["a", "y"], ["b", "x"], ["c", "z"]])
-    return MFRegressor(n_factors=3, n_epochs=2, batch_size=2, seed=1).fit(X, [4, 2, 5, 3]), X
+    return MFRegressor(n_factors=3, n_epochs=2, batch_size=2, seed=1).fit(
+        X, [4, 2, 5, 3]
+    ), X
 
 
 def test_save_load_identical_predictions(fitted, tmp_path):
     """save -> load gives identical parameters, ids and predictions."""
     model, X = fitted
-    save_model(model, tmp_path / "m.npz", extra={"item_titles": np.array(["X", "Y", "Z"])})
+    save_model(
+        model, tmp_path / "m.npz", extra={"item_titles": np.array(["X", "Y", "Z"])}
+    )
     loaded, extra = load_model(tmp_path / "m.npz")
     assert type(loaded) is MFRegressor and loaded.get_params() == model.get_params()
     assert loaded.user_map_.ids.tolist() == ["a", "b", "c"]
@@ -66,8 +70,11 @@ class _Boom:
 
 def test_load_pickle_never_executed(tmp_path):
     """Issue 7 case 12: a pickle in the file is refused, never executed."""
-    np.savez(tmp_path / "p.npz", format_version=np.array(1),
-             config=np.array([_Boom()], dtype=object))
+    np.savez(
+        tmp_path / "p.npz",
+        format_version=np.array(1),
+        config=np.array([_Boom()], dtype=object),
+    )
     with pytest.raises(ModelFileError, match="pickle"):
         load_model(tmp_path / "p.npz")
     (tmp_path / "raw.npz").write_bytes(pickle.dumps(_Boom()))

@@ -15,7 +15,9 @@ def test_rmse_loss_hand_worked():
     # e = [-0.4, -1.4, -0.2]; mean(e^2) = (0.16 + 1.96 + 0.04) / 3 = 0.72
     assert loss == pytest.approx(np.sqrt(0.72))
     # dr_hat = e / (3 * sqrt(0.72)) = e / 2.5455844
-    np.testing.assert_allclose(dr_hat, np.array([-0.4, -1.4, -0.2]) / 2.5455844, rtol=1e-6)
+    np.testing.assert_allclose(
+        dr_hat, np.array([-0.4, -1.4, -0.2]) / 2.5455844, rtol=1e-6
+    )
 
 
 def test_mse_loss_hand_worked():

@@ -19,13 +19,13 @@ def tiny_params(dtype=np.float64):
 
 
 # user 0 appears twice, user 1 not at all
-U = np.array([0, 0, 2])
-I = np.array([0, 1, 1])
+USERS = np.array([0, 0, 2])
+ITEMS = np.array([0, 1, 1])
 
 
 def test_forward_hand_worked():
     """The prediction is P[u].Q[i] + bu[u] + bi[i], row by row."""
-    r_hat, _ = mf.forward(tiny_params(), U, I)
+    r_hat, _ = mf.forward(tiny_params(), USERS, ITEMS)
     # b0: [1,2].[1,0] = 1, + 0.1 + 0.5 = 1.6
     # b1: [1,2].[2,1] = 4, + 0.1 - 0.5 = 3.6
     # b2: [3,0].[2,1] = 6, + 0.3 - 0.5 = 5.8
@@ -35,7 +35,7 @@ def test_forward_hand_worked():
 def test_backward_hand_worked_repeated_user():
     """Repeated ids accumulate; rows not in the batch get zero data gradient."""
     params = tiny_params()
-    _, cache = mf.forward(params, U, I)
+    _, cache = mf.forward(params, USERS, ITEMS)
     grads = mf.backward(params, cache, np.array([1.0, 2.0, -1.0]))
     # dP[0] = 1*Q[0] + 2*Q[1] = [1,0] + [4,2] = [5,2]; dP[2] = -1*Q[1] = [-2,-1]
     np.testing.assert_allclose(grads["P"], [[5, 2], [0, 0], [-2, -1]])
@@ -68,7 +68,7 @@ def test_penalty_whole_table_value():
 def test_penalty_grad_on_rows_not_in_batch():
     """Rows outside the batch get exactly 2 * l2 * W from the penalty."""
     params = tiny_params()
-    _, cache = mf.forward(params, U, I)
+    _, cache = mf.forward(params, USERS, ITEMS)
     grads = mf.backward(params, cache, np.array([1.0, 2.0, -1.0]))
     add_l2_grads(grads, params, 0.01)
     # user 1 is not in the batch: dP[1] = 0.02 * [0, 1], dbu[1] = 0.02 * 0.2
@@ -119,5 +119,5 @@ def test_init_like_keras_uniform():
     for W in params.values():
         assert W.dtype == np.float32
         assert W.min() >= -0.05 and W.max() < 0.05
-    # variance of U(-0.05, 0.05) is 0.1^2 / 12 = 8.333e-4, std 0.028868
+    # variance of USERS(-0.05, 0.05) is 0.1^2 / 12 = 8.333e-4, std 0.028868
     assert params["Q"].std() == pytest.approx(0.028868, rel=0.01)

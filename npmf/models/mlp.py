@@ -39,8 +39,9 @@ def n_dense_layers(params):
     return n
 
 
-def init_params(n_users, n_items, n_factors, hidden, rng, dtype=np.float32,
-                init_std=None):
+def init_params(
+    n_users, n_items, n_factors, hidden, rng, dtype=np.float32, init_std=None
+):
     """Initialise the deep model like Keras's default initialisers.
 
     Parameters
