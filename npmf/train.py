@@ -284,8 +284,13 @@ def predict_batches(model, params, u, i, batch_size=8192):
         Predictions.
     """
     out = np.empty(len(u), dtype=np.float32)  # (n,)
+    predict = getattr(model, "predict", None)
     for start, stop in batches(len(u), batch_size):
-        out[start:stop], _ = model.forward(params, u[start:stop], i[start:stop])
+        if predict is not None:
+            # a cache-free prediction where the core has one (deep model)
+            out[start:stop] = predict(params, u[start:stop], i[start:stop])
+        else:
+            out[start:stop], _ = model.forward(params, u[start:stop], i[start:stop])
     return out
 
 
@@ -319,7 +324,7 @@ def keras_eval_loss(model, params, u, i, r, *, batch_size, loss_fn, l2):
     total = 0.0
     for start, stop in batches(len(r), batch_size):
         bu, bi = u[start:stop], i[start:stop]
-        r_hat, _ = model.forward(params, bu, bi)
+        r_hat = predict_batches(model, params, bu, bi)
         loss, _ = loss_fn(r_hat, r[start:stop])
         total += (loss + pen.value(params, bu, bi)) * (stop - start)
     return total / len(r)

@@ -378,3 +378,19 @@ def test_deep_regressor_init_stores_hyperparameters_unchanged():
     """__init__ keeps a list as a list; validation waits for fit."""
     model = DeepRegressor(hidden=[16, 8], activation="nonsense")
     assert model.hidden == [16, 8] and model.activation == "nonsense"
+
+
+@pytest.mark.parametrize("hidden", [(6,), (6, 4), (8, 5, 3)])
+def test_linear_predict_equals_forward(hidden):
+    """The contracted linear prediction equals the layer-by-layer forward."""
+    rng = np.random.default_rng(3)
+    params = mlp.init_params(5, 7, 3, hidden, rng)
+    for key in params:  # move biases away from zero
+        params[key] += rng.normal(scale=0.1, size=params[key].shape).astype(np.float32)
+    u = np.array([0, 4, 4, 2])
+    i = np.array([6, 0, 6, 3])
+    core = mlp.make("linear")
+    r_hat, _ = core.forward(params, u, i)
+    np.testing.assert_allclose(core.predict(params, u, i), r_hat, rtol=1e-5, atol=1e-6)
+    relu = mlp.make("relu")
+    np.testing.assert_array_equal(relu.predict(params, u, i), relu.forward(params, u, i)[0])

@@ -244,6 +244,52 @@ class MLPCore:
     def __repr__(self):
         return f"MLPCore(activation={self.activation!r})"
 
+    def predict(self, params, u, i):
+        """Predict without a cache; contracted when every layer is linear.
+
+        Parameters
+        ----------
+        params : dict of str to ndarray
+            Parameters.
+        u : ndarray of shape (batch,)
+            User indices.
+        i : ndarray of shape (batch,)
+            Item indices.
+
+        Returns
+        -------
+        r_hat : ndarray of shape (batch,)
+            Predicted centred ratings, equal to ``forward``'s to float32
+            rounding.
+
+        Notes
+        -----
+        With linear activations the network is affine in ``x``:
+        ``r_hat = x . w + c`` with ``w = W1 W2 ... WL`` (a vector, the last
+        layer having one unit) and ``c = sum_l bl W(l+1) ... WL``. Since ``x``
+        is ``[P[u], Q[i], bu[u], bi[i]]``, that is ``g[u] + h[i] + c`` with
+        ``g = P w_P + bu w_bu`` over users and ``h = Q w_Q + bi w_bi`` over
+        items: two matrix-vector products instead of a pass of the whole
+        batch through every layer.
+        """
+        if self.activation != "linear":
+            r_hat, _ = self.forward(params, u, i)
+            return r_hat
+
+        # contract the dense chain from the output back: w = W1 ... WL
+        n_layers = n_dense_layers(params)
+        w = params[f"W{n_layers}"][:, 0]  # (h,)
+        c = params[f"b{n_layers}"][0]
+        for layer in range(n_layers - 1, 0, -1):
+            c = c + params[f"b{layer}"] @ w
+            w = params[f"W{layer}"] @ w  # (in,)
+
+        # split w over the input columns [P[u], Q[i], bu[u], bi[i]]
+        k = params["P"].shape[1]
+        g = params["P"] @ w[:k] + params["bu"] * w[2 * k]  # (n_users,)
+        h = params["Q"] @ w[k : 2 * k] + params["bi"] * w[2 * k + 1]  # (n_items,)
+        return g[u] + h[i] + c  # (batch,)
+
     def forward(self, params, u, i):
         """Run :func:`forward` with the bound activation.
 
