@@ -457,7 +457,9 @@ def build_estimator(args):
                 f"--hidden must be comma-separated integers like 2048,256, "
                 f"got {args.hidden!r}"
             ) from err
-    elif args.hidden is not None or args.activation is not None:
+    if "hidden" not in cls._param_names and (
+        args.hidden is not None or args.activation is not None
+    ):
         raise UsageError(
             f"--hidden and --activation apply to --model deep, not {args.model}"
         )
@@ -480,9 +482,17 @@ def cmd_train(args):
     """Train, write model, history and plot, print the test RMSE."""
     from npmf.io import atomic_path, save_model
 
+    # check the flags before reading any data
+    model = build_estimator(args)
+    model._check_hyperparameters()
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} exists and is not a folder")
+    checkpoint = args.out / "checkpoint.npz" if args.checkpoint or args.resume else None
+    if args.resume and not checkpoint.is_file():
+        print(f"note: no checkpoint at {checkpoint}; training from epoch 1")
+
     ratings, titles, source = load_ratings(args)
     train, test = split_ratings(args, ratings, source)
-    model = build_estimator(args)
     print(
         f"data {source}: {len(ratings)} ratings, {ratings.user.nunique()} users, "
         f"{ratings.item.nunique()} items; train {len(train)}, test {len(test)}"
@@ -497,9 +507,7 @@ def cmd_train(args):
         item_ids=ratings["item"].unique(),
         progress=not args.no_progress and sys.stderr.isatty(),
         on_epoch_end=lambda rec: print(_format_record(rec, model.n_epochs), flush=True),
-        checkpoint=args.out / "checkpoint.npz"
-        if args.checkpoint or args.resume
-        else None,
+        checkpoint=checkpoint,
         resume=args.resume,
     )
     seconds = time.perf_counter() - t0
@@ -512,17 +520,24 @@ def cmd_train(args):
         extra["item_titles"] = np.array(
             [str(titles.get(raw, "")) for raw in model.item_map_.ids.tolist()]
         )
-    save_model(model, out / "model.npz", extra=extra)
-    _write_history(model.history_, out / "history.csv", atomic_path)
-    _plot_history(model.history_, out / "rmse.png", atomic_path)
-    with atomic_path(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(scores, indent=2) + "\n")
+    # the four files are one result: Ctrl-C waits until all are written
+    with _sigint_deferred() as interrupted:
+        save_model(model, out / "model.npz", extra=extra)
+        _write_history(model.history_, out / "history.csv", atomic_path)
+        _plot_history(model.history_, out / "rmse.png", atomic_path)
+        with atomic_path(out / "metrics.json") as tmp:
+            tmp.write_text(json.dumps(scores, indent=2) + "\n")
 
     print(
         f"trained {len(model.history_)} epochs in {seconds:.1f}s; "
-        f"wrote {out}/model.npz, "
-        f"history.csv, rmse.png"
+        f"wrote {out}/model.npz, history.csv, metrics.json, rmse.png"
     )
+    if interrupted:
+        print(
+            "npmf: interrupted while writing; all outputs were completed first",
+            file=sys.stderr,
+        )
+        return 130
     known = (
         ""
         if scores["n_known"] == scores["n"]
@@ -533,6 +548,26 @@ def cmd_train(args):
         f"(n={scores['n']}{known})"
     )
     return 0
+
+
+class _sigint_deferred:
+    """Hold SIGINT during a block; the ``as`` value is truthy if one came."""
+
+    def __enter__(self):
+        import signal
+
+        self.received = []
+        self._signal = signal
+        try:
+            self._old = signal.signal(signal.SIGINT, lambda *a: self.received.append(1))
+        except ValueError:  # not the main thread: nothing to defer
+            self._old = None
+        return self.received
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            self._signal.signal(self._signal.SIGINT, self._old)
+        return False
 
 
 def _write_history(history, path, atomic_path):
@@ -662,7 +697,9 @@ def cmd_predict(args):
     if args.pairs is not None:
         if args.user is not None or args.item is not None:
             raise UsageError("give either --pairs or --user and --item, not both")
-        pairs = pd.read_csv(args.pairs, sep=None, engine="python", dtype=str)
+        pairs = pd.read_csv(
+            args.pairs, sep=_guess_sep(args.pairs), engine="python", dtype=str
+        )
         missing = {"user", "item"} - set(pairs.columns)
         if missing:
             raise UsageError(
@@ -699,6 +736,16 @@ def cmd_predict(args):
     else:
         print(table.to_string(index=False))
     return 0
+
+
+def _guess_sep(path):
+    """Tab, comma or semicolon, from the first line; else runs of blanks."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        first = fh.readline()
+    for sep in ("\t", ",", ";"):
+        if sep in first:
+            return sep
+    return r"\s+"
 
 
 def cmd_recommend(args):
@@ -830,6 +877,22 @@ def cmd_gradcheck(args):
 # ---------------------------------------------------------------- entry point
 
 
+_FLAG_NAMES = {
+    "sep=": "--sep ",
+    "user_col=": "--user-col ",
+    "item_col=": "--item-col ",
+    "rating_col=": "--rating-col ",
+    "duplicates=": "--duplicates ",
+}
+
+
+def _as_flags(message):
+    """Name command-line flags where a library message names keywords."""
+    for keyword, flag in _FLAG_NAMES.items():
+        message = message.replace(keyword, flag)
+    return message
+
+
 def main(argv=None):
     """Run the command line.
 
@@ -859,6 +922,22 @@ def main(argv=None):
             f"npmf: error: training diverged: {err}; no model written", file=sys.stderr
         )
         return 1
+    except BrokenPipeError:
+        # the reader (e.g. head) closed the pipe: not an error of ours
+        sys.stderr.close()
+        return 0
+    except MemoryError as err:
+        print(
+            f"npmf: error: out of memory ({err}); use a smaller --factors, "
+            f"--hidden or --batch-size",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as err:
+        what = err.strerror or str(err)
+        where = f": {err.filename}" if err.filename else ""
+        print(f"npmf: error: {what}{where}", file=sys.stderr)
+        return 2
     except (
         UsageError,
         ValueError,
@@ -866,9 +945,8 @@ def main(argv=None):
         KeyError,
         IndexError,
         ModelFileError,
-        OSError,
     ) as err:
-        print(f"npmf: error: {err}", file=sys.stderr)
+        print(f"npmf: error: {_as_flags(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("npmf: interrupted; earlier outputs left as they were", file=sys.stderr)

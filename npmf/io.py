@@ -86,6 +86,7 @@ def save_model(model, path, extra=None):
         "user_seen": model.user_seen_,
         "item_seen": model.item_seen_,
         "train_pairs": model.train_pairs_,
+        "rating_range": np.array(model.rating_range_, dtype=np.float64),
     }
     arrays.update({f"param.{key}": W for key, W in model.params_.items()})
     for key, value in (extra or {}).items():
@@ -101,6 +102,13 @@ def _read_npz(path):
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04":
+        raise ModelFileError(
+            f"{path}: not an npmf model file (not an .npz archive; it starts "
+            f"with {magic!r})"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
@@ -152,20 +160,40 @@ def load_model(path):
             f"{path}: model format version {version}, this npmf reads version "
             f"{FORMAT_VERSION}; retrain or use the npmf that wrote it"
         )
-    config = json.loads(str(data["config"]))
-    if config.get("model") not in MODELS:
-        raise ModelFileError(f"{path}: unknown model {config.get('model')!r}")
-    model = MODELS[config["model"]](**config["hyperparameters"])
+    try:
+        config = json.loads(str(data["config"]))
+        history = json.loads(str(data.get("history", "[]")))
+    except json.JSONDecodeError as err:
+        raise ModelFileError(f"{path}: damaged config or history ({err})") from err
+    if not isinstance(config, dict) or config.get("model") not in MODELS:
+        raise ModelFileError(f"{path}: unknown model in config {config!r:.80}")
+    try:
+        model = MODELS[config["model"]](**config.get("hyperparameters", {}))
+        model._check_hyperparameters()
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{path}: bad hyperparameters in config ({err})") from err
 
-    model.user_map_ = IdMap(data["user_ids"])
-    model.item_map_ = IdMap(data["item_ids"])
+    try:
+        model.user_map_ = IdMap(data["user_ids"])
+        model.item_map_ = IdMap(data["item_ids"])
+    except ValueError as err:
+        raise ModelFileError(f"{path}: bad id map ({err})") from err
     model.mu_ = float(data["mu"])
     model.user_seen_ = data["user_seen"].astype(bool)
     model.item_seen_ = data["item_seen"].astype(bool)
     model.train_pairs_ = data["train_pairs"]
-    model.history_ = json.loads(str(data["history"]))
+    model.history_ = history
     model.params_ = {k[6:]: v for k, v in data.items() if k.startswith("param.")}
     _check_shapes(path, model)
+    for key, W in model.params_.items():
+        if not np.all(np.isfinite(W)):
+            raise ModelFileError(f"{path}: parameter {key} holds NaN or inf")
+    if not np.isfinite(model.mu_):
+        raise ModelFileError(f"{path}: mu is {model.mu_}")
+    model.rating_range_ = tuple(
+        float(v) for v in data.get("rating_range", (-np.inf, np.inf))
+    )
+    model.best_epoch_ = len(history)
     extra = {k[6:]: v for k, v in data.items() if k.startswith("extra.")}
     return model, extra
 

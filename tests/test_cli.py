@@ -256,3 +256,80 @@ def test_checkpoint_then_resume(ratings_csv, tmp_path, capsys):
     ):
         for key in ("param.P", "param.Q", "param.bu", "param.bi"):
             assert a[key].tobytes() == b[key].tobytes()
+
+
+def test_deep_activation_without_hidden(capsys):
+    """Regression (new-user check): --activation alone works for the deep model."""
+    from npmf.cli import build_estimator, build_parser
+
+    args = build_parser().parse_args(
+        ["train", "--model", "deep", "--activation", "relu", "--out", "x"]
+    )
+    model = build_estimator(args)
+    assert model.activation == "relu" and tuple(model.hidden) == (2048, 256)
+    args = build_parser().parse_args(["train", "--activation", "relu", "--out", "x"])
+    with pytest.raises(Exception, match="apply to --model deep, not mf"):
+        build_estimator(args)
+
+
+def test_pairs_header_error_names_real_columns(ratings_csv, tmp_path, capsys):
+    """A --pairs file without an item column is named as read, not mis-split."""
+    out_dir = tmp_path / "run"
+    base = ["train", "--ratings", ratings_csv, "--split", "random", "--epochs", "1"]
+    assert (
+        run(base + ["--factors", "2", "--no-progress", "--out", out_dir], capsys)[0]
+        == 0
+    )
+    pairs = tmp_path / "p.csv"
+    pairs.write_text("user\nu1\n")
+    code, _, err = run(["predict", "--model-dir", out_dir, "--pairs", pairs], capsys)
+    assert code == 2 and "got ['user']" in err
+
+
+def test_hints_name_cli_flags(tmp_path, capsys):
+    """Delimiter hints name --sep, not the Python keyword."""
+    semi = tmp_path / "semi.csv"
+    semi.write_text("user;item;rating\n1;10;4\n2;10;3\n")
+    code, _, err = run(["train", "--ratings", semi, "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "--sep" in err and "sep=" not in err
+
+
+def test_huge_factors_refused_before_allocating(ratings_csv, tmp_path, capsys):
+    """--factors far beyond memory is a clear error, not a traceback or OOM."""
+    code, _, err = run(
+        [
+            "train",
+            "--ratings",
+            ratings_csv,
+            "--split",
+            "random",
+            "--factors",
+            "1000000000",
+            "--out",
+            tmp_path / "o",
+        ],
+        capsys,
+    )
+    assert code == 2 and "GiB" in err and "n_factors=1000000000" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_with_fewer_epochs_than_checkpoint(ratings_csv, tmp_path, capsys):
+    """--resume asking for fewer epochs than the checkpoint holds is refused."""
+    base = [
+        "train",
+        "--ratings",
+        ratings_csv,
+        "--split",
+        "random",
+        "--factors",
+        "2",
+        "--seed",
+        "0",
+        "--no-progress",
+        "--out",
+        tmp_path / "o",
+    ]
+    assert run(base + ["--epochs", "3", "--checkpoint"], capsys)[0] == 0
+    code, _, err = run(base + ["--epochs", "2", "--resume"], capsys)
+    assert code == 2 and "holds 3 epochs, more than n_epochs=2" in err

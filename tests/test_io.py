@@ -105,3 +105,34 @@ def test_atomic_path_keeps_old_file_on_error(tmp_path):
             raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_load_refuses_non_finite_parameters(fitted, tmp_path):
+    """A model file holding NaN weights is refused, not served."""
+    model, _ = fitted
+    save_model(model, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as npz:
+        arrays = dict(npz)
+    arrays["param.P"][0, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", **arrays)
+    with pytest.raises(ModelFileError, match="parameter P holds NaN"):
+        load_model(tmp_path / "nan.npz")
+
+
+def test_load_text_file_and_bad_config(fitted, tmp_path):
+    """A text file is 'not an .npz archive'; damaged JSON names the file."""
+    (tmp_path / "t.npz").write_text("hello")
+    with pytest.raises(ModelFileError, match="not an .npz archive"):
+        load_model(tmp_path / "t.npz")
+    model, _ = fitted
+    save_model(model, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as npz:
+        arrays = dict(npz)
+    arrays["config"] = np.array("{bad json")
+    np.savez(tmp_path / "j.npz", **arrays)
+    with pytest.raises(ModelFileError, match=r"j.npz: damaged config"):
+        load_model(tmp_path / "j.npz")
+    arrays["config"] = np.array('{"model": "mf", "hyperparameters": {"bogus": 1}}')
+    np.savez(tmp_path / "h.npz", **arrays)
+    with pytest.raises(ModelFileError, match="bad hyperparameters"):
+        load_model(tmp_path / "h.npz")

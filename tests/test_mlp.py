@@ -393,4 +393,6 @@ def test_linear_predict_equals_forward(hidden):
     r_hat, _ = core.forward(params, u, i)
     np.testing.assert_allclose(core.predict(params, u, i), r_hat, rtol=1e-5, atol=1e-6)
     relu = mlp.make("relu")
-    np.testing.assert_array_equal(relu.predict(params, u, i), relu.forward(params, u, i)[0])
+    np.testing.assert_array_equal(
+        relu.predict(params, u, i), relu.forward(params, u, i)[0]
+    )
