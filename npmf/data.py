@@ -897,7 +897,12 @@ def _as_ids(text):
         # NOTE: 19 digits may still exceed int64; compare those as text
         longest = text.values[length == len(_INT64_MAX)].astype(str)
         if not (longest > _INT64_MAX).any():
-            return text.values.astype(np.int64)
+            try:
+                return text.values.astype(np.int64)
+            except ValueError:
+                # NOTE: a trailing NUL reads as padding in the digit check;
+                # such ids are not plain integers, so they stay text
+                pass
     return pd.Series(text.values, dtype=str).array
 
 

@@ -674,3 +674,12 @@ def test_random_split_rejects_bad_test_size(test_size):
     ratings = ratings_frame([(1, k, 3.0) for k in range(10)])
     with pytest.raises(DataError, match=r"test_size must be a number in \(0, 1\)"):
         random_split(ratings, test_size=test_size)
+
+
+def test_read_ratings_nul_in_id_kept_as_text(tmp_path):
+    """Regression (new-user check): an id ending in a NUL byte stays text, no crash."""
+    path = tmp_path / "nul.csv"
+    path.write_bytes(b"user,item,rating\n1,10,4\n5\x00,10,3\n2,20,5\n")
+    table = read_ratings(path, "csv")
+    assert len(table) == 3
+    assert table["user"].tolist() == ["1", "5\x00", "2"]
