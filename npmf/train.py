@@ -4,6 +4,7 @@ The trainer sees a model only through its ``forward`` and ``backward``
 functions and its ``params`` dict, and an optimizer only through ``step``.
 """
 
+import contextlib
 import logging
 import math
 import time
@@ -353,6 +354,9 @@ def check_finite_params(params, epoch):
             )
 
 
+# NOTE: overflow on the way to a non-finite loss is reported once, as
+# TrainingDivergedError, not as a stream of NumPy RuntimeWarnings
+@np.errstate(over="ignore", invalid="ignore")
 def fit_loop(
     model,
     params,
@@ -420,7 +424,8 @@ def fit_loop(
         t0 = time.perf_counter()
         order = permutation(rng, len(r))  # (n,)
         bar = _progress_bar(len(r), epoch, n_epochs) if progress else None
-        try:
+        closing = contextlib.nullcontext() if bar is None else contextlib.closing(bar)
+        with closing:
             epoch_loss = run_epoch(
                 model,
                 params,
@@ -436,9 +441,6 @@ def fit_loop(
                 progress=None if bar is None else bar.update,
                 engine=engine,
             )
-        finally:
-            if bar is not None:
-                bar.close()
         check_finite_params(params, epoch)
         seconds = time.perf_counter() - t0
 
