@@ -27,6 +27,12 @@ def ratings_csv(tmp_path):
     return write_csv(tmp_path / "r.csv", rows)
 
 
+def small_train(ratings_csv):
+    """Arguments of a tiny, seeded, quiet training run on ``ratings_csv``."""
+    return ["train", "--ratings", ratings_csv, "--split", "random", "--factors", "3",
+            "--batch-size", "8", "--seed", "1", "--no-progress"]  # fmt: skip
+
+
 def run(argv, capsys):
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -98,18 +104,7 @@ def test_divergence_keeps_earlier_outputs(ratings_csv, tmp_path, capsys):
     """Issue 7 case 9: lr 1000 exits non-zero, writes nothing, keeps old outputs."""
     out_dir = tmp_path / "run"
     base = [
-        "train",
-        "--ratings",
-        ratings_csv,
-        "--split",
-        "random",
-        "--factors",
-        "3",
-        "--batch-size",
-        "8",
-        "--seed",
-        "1",
-        "--no-progress",
+        *small_train(ratings_csv),
         "--out",
         out_dir,
     ]
@@ -221,18 +216,7 @@ def test_bad_input_files_exit_2_write_nothing(name, tmp_path, capsys):
 def test_checkpoint_then_resume(ratings_csv, tmp_path, capsys):
     """--checkpoint keeps the last epoch; --resume continues to the same result."""
     base = [
-        "train",
-        "--ratings",
-        ratings_csv,
-        "--split",
-        "random",
-        "--factors",
-        "3",
-        "--batch-size",
-        "8",
-        "--seed",
-        "1",
-        "--no-progress",
+        *small_train(ratings_csv),
     ]
     assert run(base + ["--epochs", "4", "--out", tmp_path / "a"], capsys)[0] == 0
     assert (

@@ -272,20 +272,15 @@ def test_seed_must_be_nonnegative_int():
         MFRegressor(seed="a").fit(TRAIN_X, TRAIN_Y)
 
 
+EARLY_STOPPING = dict(n_factors=2, batch_size=16, optimizer="adamax",
+                      learning_rate=0.05, l2=0.0, validation_fraction=0.2,
+                      patience=2, seed=0)  # fmt: skip
+
+
 def test_early_stopping_restores_best_epoch_and_never_sees_test():
     """Early stopping keeps the best held-out epoch's weights."""
     X, y = synthetic_rank1()
-    model = MFRegressor(
-        n_factors=2,
-        n_epochs=40,
-        batch_size=16,
-        optimizer="adamax",
-        learning_rate=0.05,
-        l2=0.0,
-        validation_fraction=0.2,
-        patience=2,
-        seed=0,
-    ).fit(X, y)
+    model = MFRegressor(n_epochs=40, **EARLY_STOPPING).fit(X, y)
     scores = [rec["stop_rmse"] for rec in model.history_]
     assert model.best_epoch_ == 1 + int(np.argmin(scores))
     assert len(model.history_) <= model.best_epoch_ + 2
@@ -302,18 +297,7 @@ def test_early_stopping_restores_best_epoch_and_never_sees_test():
 def test_refit_trains_best_epoch_count_on_all_ratings():
     """refit retrains from scratch for best_epoch_ epochs on every rating."""
     X, y = synthetic_rank1()
-    model = MFRegressor(
-        n_factors=2,
-        n_epochs=30,
-        batch_size=16,
-        optimizer="adamax",
-        learning_rate=0.05,
-        l2=0.0,
-        validation_fraction=0.2,
-        patience=2,
-        refit=True,
-        seed=0,
-    ).fit(X, y)
+    model = MFRegressor(n_epochs=30, refit=True, **EARLY_STOPPING).fit(X, y)
     assert len(model.history_) == model.best_epoch_
     assert "stop_rmse" not in model.history_[0]
 
