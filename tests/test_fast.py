@@ -1,5 +1,9 @@
 """The fast training path equals the reference path.
 
+Every penalty the fast path covers is compared: the tutorial's whole-table
+L2, the per-rating ("rows") L2 with and without a bias weight, a split
+whole-table bias weight (Adamax) and ``l2_dense``.
+
 Tolerances (float32 rounding; the two paths sum in different orders):
 parameters after two epochs ``rtol=1e-4, atol=1e-6`` under SGD and
 ``rtol=1e-4, atol=2e-5`` under Adamax; logged epoch losses ``rtol=1e-6``.
@@ -19,7 +23,7 @@ from npmf import fast
 from npmf.fast import batching, engines
 from npmf.losses import get_loss
 from npmf.models import mf, mlp
-from npmf.optim import SGD, make_optimizer
+from npmf.optim import SGD, L2Penalty, make_optimizer
 from npmf.train import fit_loop, run_epoch
 
 N_USERS, N_ITEMS, N_RATINGS, K = 30, 40, 1000, 8
@@ -44,7 +48,7 @@ def _model(name):
     return mlp.make(activation), params
 
 
-def _train(name, optimizer, engine, ratings, loss="rmse", n_epochs=2):
+def _train(name, optimizer, engine, ratings, loss="rmse", n_epochs=2, l2=0.01):
     core, params = _model(name)
     u, i, r = ratings
     opt = make_optimizer(optimizer, 0.05 if optimizer == "sgd" else 0.01)
@@ -59,7 +63,7 @@ def _train(name, optimizer, engine, ratings, loss="rmse", n_epochs=2):
             r,
             batch_size=BATCH,
             loss_fn=get_loss(loss),
-            l2=0.01,
+            l2=l2,
             order=rng.permutation(len(r)),
             epoch=epoch,
             engine=engine,
@@ -109,6 +113,130 @@ def test_fast_equals_reference(ratings, name, optimizer, loss):
         _assert_params_close(opt.v, ref_opt.v, atol)
 
 
+# penalties beyond the tutorial's; weights large enough to move the result
+ROWS = L2Penalty(0.05, penalty="rows", l2_bias=0.01)
+ROWS_NO_BIAS = L2Penalty(0.05, penalty="rows", l2_bias=0.0)
+ROWS_DENSE = L2Penalty(0.05, penalty="rows", l2_bias=0.01, l2_dense=0.02)
+TABLE_DENSE = L2Penalty(0.05, l2_dense=0.02)
+TABLE_SPLIT_DENSE = L2Penalty(0.05, l2_bias=0.01, l2_dense=0.02)
+
+PENALTY_CASES = [
+    ("mf", "sgd", "mse", ROWS),
+    ("mf", "sgd", "rmse", ROWS_NO_BIAS),
+    ("mf", "adamax", "mse", ROWS),
+    ("mf", "adamax", "rmse", ROWS_NO_BIAS),
+    ("mf", "adamax", "rmse", TABLE_SPLIT_DENSE),
+    ("deep-relu", "sgd", "mse", ROWS_DENSE),
+    ("deep-relu", "sgd", "rmse", ROWS_DENSE),
+    ("deep-relu", "adamax", "mse", ROWS_DENSE),
+    ("deep-relu", "adamax", "rmse", ROWS_DENSE),
+    ("deep-relu", "sgd", "mse", TABLE_DENSE),
+    ("deep-relu", "adamax", "mse", TABLE_SPLIT_DENSE),
+    ("deep-tanh", "adamax", "mse", ROWS_NO_BIAS),
+    ("deep-linear", "sgd", "mse", ROWS),
+    ("deep-linear", "sgd", "rmse", ROWS_DENSE),
+    ("deep-linear", "adamax", "mse", ROWS_DENSE),
+    ("deep-linear", "sgd", "mse", TABLE_DENSE),
+]
+
+
+def _penalty_id(penalty):
+    return (
+        f"{penalty.penalty}-bias{penalty.l2_bias}-dense{penalty.l2_dense}"
+        if isinstance(penalty, L2Penalty)
+        else str(penalty)
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "optimizer", "loss", "penalty"),
+    PENALTY_CASES,
+    ids=[f"{n}-{o}-{lo}-{_penalty_id(p)}" for n, o, lo, p in PENALTY_CASES],
+)
+def test_fast_equals_reference_with_penalty(ratings, name, optimizer, loss, penalty):
+    """Rows, split-bias and dense penalties: two epochs (32 steps) agree.
+
+    Checks every parameter, the logged epoch losses (data loss plus
+    ``L2Penalty.value`` at the pre-step weights, averaged over the steps)
+    and the optimizer state, as for the tutorial's penalty.
+    """
+    ref_params, ref_opt, ref_losses = _train(
+        name, optimizer, "reference", ratings, loss, l2=penalty
+    )
+    params, opt, losses = _train(name, optimizer, "fast", ratings, loss, l2=penalty)
+    atol = 1e-6 if optimizer == "sgd" else 2e-5
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    _assert_params_close(params, ref_params, atol)
+    assert opt.iterations == ref_opt.iterations == 32
+    if optimizer == "adamax":
+        _assert_params_close(opt.m, ref_opt.m, atol)
+        _assert_params_close(opt.v, ref_opt.v, atol)
+
+
+def test_fast_rows_penalty_moves_only_batch_rows(ratings):
+    """Under SGD the rows penalty leaves rows outside the batch untouched.
+
+    One step on a batch of 64 ratings from users 0..9 only: every other row
+    of ``P`` and ``bu`` keeps its value bit for bit (no lazy shrink), while
+    the batch's rows moved; the fast path equals the reference there too.
+    """
+    u, i, r = ratings
+    order = np.flatnonzero(u < 10)[:BATCH]
+    out = {}
+    for engine in ("reference", "fast"):
+        core, params = _model("mf")
+        before = copy.deepcopy(params)
+        run_epoch(
+            core,
+            params,
+            SGD(0.05),
+            u,
+            i,
+            r,
+            batch_size=BATCH,
+            loss_fn=get_loss("mse"),
+            l2=ROWS,
+            order=order,
+            engine=engine,
+        )
+        out[engine] = params
+    for key in ("P", "bu"):
+        np.testing.assert_array_equal(out["fast"][key][10:], before[key][10:])
+        assert np.all(out["fast"][key][:10] != before[key][:10])
+    _assert_params_close(out["fast"], out["reference"], 1e-6)
+
+
+@pytest.mark.parametrize("name", ["mf", "deep-relu", "deep-linear"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamax"])
+def test_fast_step_loss_is_data_loss_plus_penalty_value(ratings, name, optimizer):
+    """One step's logged loss is the data loss plus ``L2Penalty.value``.
+
+    Both at the pre-step weights, computed here straight from the model's
+    forward pass, so the fast path's running penalty sums are checked
+    against the penalty's own definition, not only against the reference.
+    """
+    u, i, r = ratings
+    order = np.arange(BATCH)
+    core, params = _model(name)
+    r_hat, _ = core.forward(params, u[:BATCH], i[:BATCH])  # (batch,)
+    data_loss, _ = get_loss("mse")(r_hat, r[:BATCH])
+    expected = data_loss + ROWS_DENSE.value(params, u[:BATCH], i[:BATCH])
+    loss = run_epoch(
+        core,
+        params,
+        make_optimizer(optimizer),
+        u,
+        i,
+        r,
+        batch_size=BATCH,
+        loss_fn=get_loss("mse"),
+        l2=ROWS_DENSE,
+        order=order,
+        engine="fast",
+    )
+    assert loss == pytest.approx(expected, rel=1e-6)
+
+
 @pytest.mark.parametrize("name", ["mf", "deep-linear"])
 def test_fast_sgd_scale_fold_and_resync_keep_result(ratings, name, monkeypatch):
     """Folding the lazy scale in every few steps changes nothing.
@@ -142,6 +270,62 @@ def test_fast_path_is_selected_where_it_exists():
     # float64 tables: reference path
     params64 = {key: W.astype(np.float64) for key, W in params.items()}
     assert fast.select_engine(core, params64, SGD(), BATCH) is None
+
+
+def test_fast_path_is_selected_for_rows_and_dense_penalties(ratings, monkeypatch):
+    """engine="auto" trains the presets' penalties on the fast path.
+
+    Rows (with and without ``l2_bias``), dense and split whole-table
+    penalties get an engine for every model under SGD and Adamax, and
+    ``run_epoch(engine="auto")`` never calls the reference ``train_step``
+    for them. SGD with a split whole-table penalty has none (one lazy scale
+    serves all four tables): "auto" falls back and "fast" raises.
+    """
+    from npmf import train
+
+    def no_reference_step(*args, **kwargs):
+        raise AssertionError("the reference train_step ran")
+
+    u, i, r = ratings
+    for name in ("mf", "deep-linear", "deep-relu"):
+        for optimizer in ("sgd", "adamax"):
+            for penalty in (ROWS, ROWS_NO_BIAS, ROWS_DENSE, TABLE_DENSE):
+                core, params = _model(name)
+                opt = make_optimizer(optimizer)
+                engine = fast.select_engine(core, params, opt, BATCH, penalty)
+                assert engine is not None, (name, optimizer, _penalty_id(penalty))
+        core, params = _model(name)
+        opt = make_optimizer("adamax")
+        assert fast.select_engine(core, params, opt, BATCH, TABLE_SPLIT_DENSE)
+        assert fast.select_engine(core, params, SGD(), BATCH, TABLE_SPLIT_DENSE) is None
+
+    # auto takes the fast path: the reference step would raise
+    monkeypatch.setattr(train, "train_step", no_reference_step)
+    for name, optimizer, penalty in [
+        ("mf", "sgd", ROWS),
+        ("deep-relu", "adamax", ROWS_DENSE),
+    ]:
+        core, params = _model(name)
+        run_epoch(
+            core,
+            params,
+            make_optimizer(optimizer),
+            u,
+            i,
+            r,
+            batch_size=BATCH,
+            loss_fn=get_loss("mse"),
+            l2=penalty,
+            engine="auto",
+        )
+
+    # SGD with a split whole-table penalty: auto falls back, fast refuses
+    core, params = _model("mf")
+    kwargs = dict(batch_size=BATCH, loss_fn=get_loss("mse"), l2=TABLE_SPLIT_DENSE)
+    with pytest.raises(AssertionError, match="reference train_step ran"):
+        run_epoch(core, params, SGD(), u, i, r, engine="auto", **kwargs)
+    with pytest.raises(ValueError, match="no exact fast path.*l2_bias=0.01"):
+        run_epoch(core, params, SGD(), u, i, r, engine="fast", **kwargs)
 
 
 def test_fit_loop_engines_agree(ratings):
@@ -271,3 +455,28 @@ def test_partial_epoch_order_agrees(ratings):
         out[engine] = params, loss
     assert out["fast"][1] == pytest.approx(out["reference"][1], rel=1e-6)
     _assert_params_close(out["fast"][0], out["reference"][0], 1e-6)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_predict_deep_equals_forward(ratings, activation, monkeypatch):
+    """First-layer id tables give the forward pass's predictions.
+
+    With CACHE_ELEMENTS at 40 and h1 = 16 each pass holds 2 rows, so the
+    pass loop runs 500 times; MF, linear models (which have their own
+    contracted ``predict``) and calls with fewer ratings than users plus
+    items take the plain route (None).
+    """
+    from npmf.fast import predict
+
+    u, i, r = ratings
+    core, params = _model(f"deep-{activation}")
+    monkeypatch.setattr(predict, "CACHE_ELEMENTS", 40)
+    ours = predict.predict_deep(core, params, u, i, batch_size=BATCH)  # (n,)
+    expected, _ = core.forward(params, u, i)  # (n,)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-7)
+
+    # fewer ratings than users plus items, or a linear model: no fast route
+    assert predict.predict_deep(core, params, u[:50], i[:50], BATCH) is None
+    linear, params = _model("deep-linear")
+    assert predict.predict_deep(linear, params, u, i, BATCH) is None
+    assert predict.predict_deep(mf, _model("mf")[1], u, i, BATCH) is None

@@ -17,7 +17,18 @@ it fast is exact algebra, not approximation:
   matrix-vector products; its weight gradients are rank one
   (:class:`npmf.fast.kernels.DeepLinearKernel`);
 - Adamax, dense by definition, updates in place block by block
-  (:class:`npmf.fast.engines.AdamaxEngine`).
+  (:class:`npmf.fast.engines.AdamaxEngine`);
+- the per-rating ("rows") L2 penalty is summed into the kernels' row
+  gradients, per sample or as ``count_j W[j]`` per distinct row, and never
+  touches a row outside the batch (:mod:`npmf.fast.kernels`);
+- whole-set predictions of a non-linear deep model (the per-epoch training
+  RMSE) take the first layer from per-user and per-item tables
+  (:mod:`npmf.fast.predict`).
+
+Penalties (:class:`npmf.optim.L2Penalty`): the whole-table penalty, the rows
+penalty (any ``l2`` and ``l2_bias``) and ``l2_dense`` on the dense kernels,
+under SGD and Adamax, for every kernel. One combination stays on the
+reference path, see :func:`select_engine`.
 
 Tolerance: ``tests/test_fast.py`` checks parameters against the reference
 path after several steps with rtol 1e-4 (atol 1e-6) and the logged epoch
@@ -29,29 +40,29 @@ import numpy as np
 from npmf.fast.engines import AdamaxEngine, SGDEngine
 from npmf.fast.kernels import DeepBatchedKernel, DeepLinearKernel, MFKernel
 from npmf.models import EMBEDDING_KEYS, mf
-from npmf.optim import SGD, Adamax
+from npmf.optim import SGD, Adamax, L2Penalty
 
 ENGINES = ("auto", "fast", "reference")
 """Values of the trainer's ``engine`` argument."""
 
 
-def _kernel(model, params, batch_size):
+def _kernel(model, params, batch_size, rows):
     """Return the fast kernel for ``model``, or None when there is none."""
     if model is mf and set(params) == set(EMBEDDING_KEYS):
-        return MFKernel(params, batch_size)
+        return MFKernel(params, batch_size, rows)
     # NOTE: imported here so the fast path never depends on the deep model
     # being importable when only MF is trained
     from npmf.models import mlp
 
     if isinstance(model, mlp.MLPCore) and "W1" in params:
         if model.activation == "linear":
-            return DeepLinearKernel(params, batch_size)
-        return DeepBatchedKernel(params, batch_size, model.activation)
+            return DeepLinearKernel(params, batch_size, rows)
+        return DeepBatchedKernel(params, batch_size, model.activation, rows)
     return None
 
 
-def select_engine(model, params, optimizer, batch_size):
-    """Return a fast engine for this model and optimizer, or None.
+def select_engine(model, params, optimizer, batch_size, penalty=0.01):
+    """Return a fast engine for this model, optimizer and penalty, or None.
 
     Parameters
     ----------
@@ -63,24 +74,42 @@ def select_engine(model, params, optimizer, batch_size):
         Optimizer.
     batch_size : int
         Batch size.
+    penalty : float or L2Penalty, default=0.01
+        The penalty; a number is the tutorial's whole-table weight.
 
     Returns
     -------
     SGDEngine or AdamaxEngine or None
         None when the combination has no exact fast path: another model
-        core, an optimizer subclass, or parameters that are not C-contiguous
-        float32 arrays.
+        core, an optimizer subclass, parameters that are not C-contiguous
+        float32 arrays, or SGD with a whole-table penalty whose bias weight
+        differs from ``l2``.
+
+    Notes
+    -----
+    NOTE: under SGD the whole-table penalty is one lazy scale shared by the
+    four tables (:class:`npmf.fast.engines.SGDEngine`), which needs one
+    decay ``1 - 2 lr l2`` for all of them; a separate ``l2_bias`` would need
+    a second scale threaded through every kernel's forward and backward, so
+    that combination (not used by any preset) trains on the reference path.
     """
+    if not isinstance(penalty, L2Penalty):
+        penalty = L2Penalty(penalty)
     if not all(
         isinstance(W, np.ndarray) and W.dtype == np.float32 and W.flags.c_contiguous
         for W in params.values()
     ):
         return None
-    kernel = _kernel(model, params, batch_size)
-    if kernel is None:
+    rows = penalty.weights if penalty.penalty == "rows" else None
+    split_table = penalty.penalty == "table" and penalty.l2_bias not in (
+        None,
+        penalty.l2,
+    )
+    if type(optimizer) is SGD and not split_table:
+        engine = SGDEngine
+    elif type(optimizer) is Adamax:
+        engine = AdamaxEngine
+    else:
         return None
-    if type(optimizer) is SGD:
-        return SGDEngine(kernel)
-    if type(optimizer) is Adamax:
-        return AdamaxEngine(kernel)
-    return None
+    kernel = _kernel(model, params, batch_size, rows)
+    return None if kernel is None else engine(kernel, penalty)

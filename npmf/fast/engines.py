@@ -94,10 +94,34 @@ def _add_rows(table, rows, G, ones, arange, norm=True):
     return float(np.dot(flat, flat))
 
 
-def _sgd_dense(kernel, params, key, kind, a, b, lr):
-    """``W -= lr dW`` in place for one dense gradient of the kernel."""
+def _dense_sum_sq(params):
+    """``sum(W ** 2)`` over the dense kernels ``W1, W2, ...``, in float64."""
+    return sum(
+        float(np.dot(W.ravel(), W.ravel()))
+        for key, W in params.items()
+        if key.startswith("W")
+    )
+
+
+def _sgd_dense(kernel, params, key, kind, a, b, lr, l2_dense):
+    """``W -= lr (dW + 2 l2_dense W)`` in place for one dense gradient.
+
+    The penalty term applies to the kernels ``W1, W2, ...`` only, and only
+    when ``l2_dense`` is not 0; then a rank-one ``dW`` is applied at once
+    (``W`` changes densely anyway) instead of being deferred.
+    """
     W = params[key]
-    if kind == "outer":
+    if l2_dense and key.startswith("W"):
+        # dW + 2 l2_dense W, summed in the reference's order
+        g = F32(2.0 * l2_dense) * W  # (in, out)
+        if kind == "outer":
+            g += np.outer(a, b)
+        elif kind == "column":
+            g[:, 0] += a
+        else:
+            g += a
+        W -= F32(lr) * g
+    elif kind == "outer":
         # rank-1 update W += (-lr) outer(a, b), deferred by the kernel
         kernel.defer_outer(params, key, -lr, a, b)
     elif kind == "column":
@@ -112,7 +136,11 @@ class SGDEngine:
     Parameters
     ----------
     kernel : object
-        A kernel of :mod:`npmf.fast.kernels` built for ``params``.
+        A kernel of :mod:`npmf.fast.kernels` built for ``params`` (with the
+        penalty's ``rows`` weights when ``penalty.penalty == "rows"``).
+    penalty : L2Penalty
+        The penalty; under ``"table"`` its four table weights must be equal
+        (one scale serves the four tables).
 
     Notes
     -----
@@ -130,16 +158,24 @@ class SGDEngine:
     ``G = -(lr / s') dW_data``. ``s`` is folded back into the tables (one pass)
     when it falls below :data:`RESCALE_BELOW` and at the end of the epoch, so
     ``params`` holds the true weights whenever the caller sees it. Dense
-    layers carry no penalty and take the plain update ``W -= lr dW``; a
-    rank-one ``dW`` is handed to the kernel's ``defer_outer``
+    layers take the plain update ``W -= lr dW``; a rank-one ``dW`` is handed
+    to the kernel's ``defer_outer``
     (:class:`npmf.fast.kernels.DeepLinearKernel`).
+
+    The per-rating ("rows") penalty only touches the batch's rows: its
+    gradient comes with the kernel's data gradient and its value with the
+    kernel's loss, and with no whole-table penalty ``s`` stays 1. A dense
+    penalty ``l2_dense sum(W_l ** 2)`` is added to the kernels' gradients
+    (each kernel then changes densely; see :func:`_sgd_dense`), and its value
+    is recomputed from the updated kernels after every step.
 
     ``lr`` and ``2 l2`` are rounded to float32 first, as the reference
     multiplies float32 arrays by them.
     """
 
-    def __init__(self, kernel):
+    def __init__(self, kernel, penalty):
         self.kernel = kernel
+        self.penalty = penalty
 
     def run_epoch(self, params, optimizer, u, i, r, **kwargs):
         """Train one epoch; returns the batch-size-weighted mean step loss."""
@@ -147,38 +183,50 @@ class SGDEngine:
             return self._run_epoch(params, optimizer, u, i, r, **kwargs)
 
     def _run_epoch(
-        self, params, optimizer, u, i, r, *, order, batch_size, loss_fn, l2, on_batch
+        self, params, optimizer, u, i, r, *, order, batch_size, loss_fn, on_batch
     ):
+        pen = self.penalty
+        l2 = pen.l2 if pen.penalty == "table" else 0.0
+        l2_dense = pen.l2_dense
         lr = float(F32(optimizer.learning_rate))
         decay = 1.0 - lr * float(F32(2.0 * l2)) if l2 else 1.0
         n_users, n_items = len(params["bu"]), len(params["bi"])
         arange = np.arange(max(n_users, n_items, 1), dtype=np.int32)
         ones = np.ones(len(arange), dtype=F32)
-        self.s, sum_sq, total = 1.0, _sum_sq(params), 0.0
+        # NOTE: the running sum(W~ ** 2) only serves a whole-table penalty
+        track = l2 != 0
+        self.s, total = 1.0, 0.0
+        sum_sq = _sum_sq(params) if track else 0.0
+        dense_sq = _dense_sum_sq(params) if l2_dense else 0.0
         loss_fn = fast_loss(loss_fn)
         try:
             batches = epoch_batches(u, i, r, order, batch_size, n_users, n_items)
             for b, batch in enumerate(batches, start=1):
                 # data loss and gradient at the pre-step weights
                 s_new = self.s * decay
-                loss, emb, cross, dense, g2 = self.kernel.step(
+                loss, emb, cross, dense, g2, rows_pen = self.kernel.step(
                     params, self.s, batch, loss_fn, -lr / s_new
                 )
-                step_loss = loss + l2 * self.s * self.s * sum_sq
+                step_loss = loss + rows_pen + l2_dense * dense_sq
+                step_loss += l2 * self.s * self.s * sum_sq
                 on_batch(b, step_loss, len(batch[0]))
                 total += step_loss * len(batch[0])
 
                 # stored rows move by G; sum(W~^2) follows
-                sum_sq += 2.0 * cross + (g2 or 0.0)
+                norm = track and g2 is None
+                if track:
+                    sum_sq += 2.0 * cross + (g2 or 0.0)
                 for key, (rows, G) in emb.items():
-                    sum_sq += _add_rows(params[key], rows, G, ones, arange, g2 is None)
+                    sum_sq += _add_rows(params[key], rows, G, ones, arange, norm)
                 for key, kind, a, vec in dense:
-                    _sgd_dense(self.kernel, params, key, kind, a, vec, lr)
+                    _sgd_dense(self.kernel, params, key, kind, a, vec, lr, l2_dense)
+                if l2_dense:
+                    dense_sq = _dense_sum_sq(params)
                 self.s = s_new
                 optimizer.iterations += 1
 
                 # fold the scale back in, or refresh the running sum
-                if self.s < RESCALE_BELOW or b % RESYNC_STEPS == 0:
+                if track and (self.s < RESCALE_BELOW or b % RESYNC_STEPS == 0):
                     self._fold(params)
                     sum_sq = _sum_sq(params)
         finally:
@@ -196,66 +244,106 @@ class SGDEngine:
 
 
 class AdamaxEngine:
-    """Keras's Adamax, dense on every row as the whole-table L2 demands.
+    """Keras's Adamax, dense on every row as the reference's Adamax is.
 
     Parameters
     ----------
     kernel : object
-        A kernel of :mod:`npmf.fast.kernels` built for ``params``.
+        A kernel of :mod:`npmf.fast.kernels` built for ``params`` (with the
+        penalty's ``rows`` weights when ``penalty.penalty == "rows"``).
+    penalty : L2Penalty
+        The penalty: whole-table (any weight per table) or rows, plus any
+        ``l2_dense``.
 
     Notes
     -----
     The whole-table penalty gives every row a gradient, and ``max`` and the
     division make the update of a row outside the batch depend on its own
     history, so no lazy form is exact: every element of ``W``, ``m`` and ``v``
-    is updated each step, as in :class:`npmf.optim.Adamax`. The fast path
+    is updated each step, as in :class:`npmf.optim.Adamax`. (The same holds
+    under the rows penalty: a row outside the batch has a zero gradient but
+    its ``m`` and ``v`` still decay and it still moves.) The fast path
     differs in cost only: the gradient buffer is filled in place
-    (``2 l2 W``, then the batch's rows added), and the update runs block by
-    block (:data:`ADAMAX_CHUNK` elements) with in-place ufuncs, so each
-    block stays in cache across its eleven operations and no full-size
-    temporary is allocated. The per-element arithmetic is the reference's,
-    operation for operation.
+    (``2 c W``, then the batch's rows added; ``2 l2_dense W`` added to the
+    dense kernels; a table without a whole-table weight keeps a zero buffer
+    whose batch rows are cleared after the step), and the update runs block
+    by block (:data:`ADAMAX_CHUNK` elements) with in-place ufuncs into two
+    block-sized temporaries, so each block stays in cache across its eleven
+    operations and no full-size temporary is allocated. The per-element
+    arithmetic is the reference's, operation for operation. The whole-array
+    penalties' ``sum(W ** 2)`` are taken in the same pass, from the updated
+    blocks.
     """
 
-    def __init__(self, kernel):
+    def __init__(self, kernel, penalty):
         self.kernel = kernel
+        self.penalty = penalty
 
     def run_epoch(self, params, optimizer, u, i, r, **kwargs):
         """Train one epoch; returns the batch-size-weighted mean step loss."""
         with blas_limit(self.kernel.blas_threads):
             return self._run_epoch(params, optimizer, u, i, r, **kwargs)
 
+    def _whole_array_weights(self, params):
+        """Weight ``c`` of each parameter under a whole-array penalty."""
+        pen, weights = self.penalty, {}
+        if pen.penalty == "table":
+            weights.update({key: c for key, c in pen.weights.items() if c})
+        if pen.l2_dense:
+            weights.update({key: pen.l2_dense for key in params if key[0] == "W"})
+        return weights
+
     def _run_epoch(
-        self, params, optimizer, u, i, r, *, order, batch_size, loss_fn, l2, on_batch
+        self, params, optimizer, u, i, r, *, order, batch_size, loss_fn, on_batch
     ):
         n_users, n_items = len(params["bu"]), len(params["bi"])
         arange = np.arange(max(n_users, n_items, 1), dtype=np.int32)
         ones = np.ones(len(arange), dtype=F32)
-        grads = {key: np.empty_like(W) for key, W in params.items()}
+        # NOTE: the update reads g without writing it, so a table without a
+        # whole-table penalty keeps a zero buffer and only the batch's rows
+        # are cleared after each step, not the whole table
+        grads = {key: np.zeros_like(W) for key, W in params.items()}
         for key, W in params.items():
             optimizer.m.setdefault(key, np.zeros_like(W))
             optimizer.v.setdefault(key, np.zeros_like(W))
-        scratch = np.empty(ADAMAX_CHUNK, dtype=F32)
-        two_l2 = F32(2.0 * l2)
-        sum_sq, total = _sum_sq(params), 0.0
+        scratch = np.empty((2, ADAMAX_CHUNK), dtype=F32)
+        weights = self._whole_array_weights(params)
+        two_c = {key: F32(2.0 * c) for key, c in weights.items()}
+        sum_sq = {
+            key: float(np.dot(params[key].ravel(), params[key].ravel()))
+            for key in weights
+        }
+        total = 0.0
         loss_fn = fast_loss(loss_fn)
         batches = epoch_batches(u, i, r, order, batch_size, n_users, n_items)
         for b, batch in enumerate(batches, start=1):
             # data loss and gradient at the pre-step weights
-            loss, emb, _, dense, _ = self.kernel.step(params, 1.0, batch, loss_fn, 1.0)
-            step_loss = loss + l2 * sum_sq
+            loss, emb, _, dense, _, rows_pen = self.kernel.step(
+                params, 1.0, batch, loss_fn, 1.0
+            )
+            step_loss = loss + rows_pen
+            step_loss += sum(c * sum_sq[key] for key, c in weights.items())
             on_batch(b, step_loss, len(batch[0]))
             total += step_loss * len(batch[0])
 
-            # full gradients: 2 l2 W plus the batch rows; dense layers as given
+            # full gradients: 2 c W (or 0) plus the batch rows; dense as given
             for key, (rows, G) in emb.items():
-                np.multiply(params[key], two_l2, out=grads[key])
+                if key in two_c:
+                    np.multiply(params[key], two_c[key], out=grads[key])
                 _add_rows(grads[key], rows, G, ones, arange, norm=False)
             for key, kind, a, vec in dense:
                 _fill_dense(grads, key, kind, a, vec)
+                if key in two_c:
+                    # d (l2_dense W^2) / dW = 2 l2_dense W
+                    grads[key] += two_c[key] * params[key]  # (in, out)
 
             # dense in-place update of every parameter
-            sum_sq = _adamax_update(params, grads, optimizer, scratch)
+            sum_sq = _adamax_update(params, grads, optimizer, scratch, weights)
+
+            # zero buffers again: the batch's rows were the only non-zero ones
+            for key, (rows, _) in emb.items():
+                if key not in two_c:
+                    grads[key][rows] = 0
         return total / (len(r) if order is None else len(order))
 
 
@@ -266,11 +354,13 @@ def _fill_dense(grads, key, kind, a, vec):
     elif kind == "column":
         grads[key][:, 0] = a
     else:
-        grads[key][...] = a
+        # NOTE: an "array" gradient is a fresh array of the kernel's, so it
+        # becomes the buffer itself, without a copy
+        grads[key] = a
 
 
-def _adamax_update(params, grads, optimizer, scratch):
-    """One Adamax step on every parameter; returns the tables' ``sum(W**2)``.
+def _adamax_update(params, grads, optimizer, scratch, keys):
+    """One Adamax step on every parameter; returns ``sum(W**2)`` of ``keys``.
 
     Notes
     -----
@@ -280,18 +370,18 @@ def _adamax_update(params, grads, optimizer, scratch):
         v <- max(beta_2 v, |g|)
         W <- W - (lr_t m) / (v + epsilon),  lr_t = lr / (1 - beta_1 ** t)
 
-    ``g`` is overwritten (it is rebuilt next step).
+    ``g`` is only read; ``scratch`` holds two blocks of temporaries.
     """
     opt = optimizer
     t = opt.iterations + 1
     b1c, b2, eps = F32(1.0 - opt.beta_1), F32(opt.beta_2), F32(opt.epsilon)
     lr_t = F32(opt.learning_rate) / (F32(1.0) - F32(opt.beta_1) ** F32(t))
-    sum_sq = 0.0
+    sum_sq = dict.fromkeys(keys, 0.0)
     for key, W in params.items():
         flat = [a.reshape(-1) for a in (W, grads[key], opt.m[key], opt.v[key])]
         for start in range(0, flat[0].size, ADAMAX_CHUNK):
             Wc, gc, mc, vc = (a[start : start + ADAMAX_CHUNK] for a in flat)
-            tc = scratch[: Wc.size]
+            tc, tc2 = scratch[0, : Wc.size], scratch[1, : Wc.size]
 
             # m <- m + (1 - beta_1) (g - m)
             np.subtract(gc, mc, out=tc)
@@ -299,16 +389,16 @@ def _adamax_update(params, grads, optimizer, scratch):
             mc += tc
 
             # v <- max(beta_2 v, |g|)
-            np.abs(gc, out=gc)
+            np.abs(gc, out=tc)
             vc *= b2
-            np.maximum(vc, gc, out=vc)
+            np.maximum(vc, tc, out=vc)
 
             # W <- W - (lr_t m) / (v + eps)
             np.add(vc, eps, out=tc)
-            np.multiply(mc, lr_t, out=gc)
-            np.divide(gc, tc, out=gc)
-            Wc -= gc
-            if key in EMBEDDING_KEYS:
-                sum_sq += float(np.dot(Wc, Wc))
+            np.multiply(mc, lr_t, out=tc2)
+            np.divide(tc2, tc, out=tc2)
+            Wc -= tc2
+            if key in sum_sq:
+                sum_sq[key] += float(np.dot(Wc, Wc))
     opt.iterations = t
     return sum_sq

@@ -16,7 +16,18 @@ A step returns
   ``"outer"`` (``dW = outer(a, b)``), ``"column"`` (``dW[:, 0] = a``) or
   ``"array"`` (``dW = a``);
 - ``g2``: ``sum(G ** 2)`` over all tables when the kernel has it at hand,
-  else None (the caller then takes the norm of each ``G``).
+  else None (the caller then takes the norm of each ``G``);
+- ``pen``: the per-rating ("rows") L2 penalty of the batch at the pre-step
+  weights, 0.0 without one.
+
+A kernel built with ``rows`` (the weights of :class:`npmf.optim.L2Penalty`
+with ``penalty="rows"``) adds that penalty's gradient to ``emb``: for a
+table of weight ``c`` the batch's sample ``b`` contributes
+``(2 c / batch) W[idx_b]``, so a distinct row ``j`` gets
+``(2 c / batch) count_j W[j]``, the reference's
+:meth:`npmf.optim.L2Penalty.add_grads`. The caller keeps no whole-table sum
+of squares then (there is no whole-table penalty), so ``cross`` and ``g2``
+are 0.0.
 
 The math is the reference model's (:mod:`npmf.models.mf`,
 :mod:`npmf.models.mlp`); only the order of float32 sums differs.
@@ -92,6 +103,9 @@ class MFKernel:
         ``P (n_users, k)``, ``Q (n_items, k)``, ``bu``, ``bi``.
     batch_size : int
         Largest batch; sizes the reusable buffers.
+    rows : dict of str to float or None, default=None
+        Weights ``c`` of a per-rating L2 penalty by table (``P``, ``Q``,
+        ``bu``, ``bi``); None for none.
 
     Notes
     -----
@@ -105,6 +119,18 @@ class MFKernel:
     and ``<P~, gscale dP> = gscale s sum_b dr_hat_b P~[u_b] . Q~[i_b]`` (the
     same for ``Q``), so ``cross`` needs only the batch's dot products.
 
+    With a rows penalty of weights ``c`` the step also returns and
+    differentiates::
+
+        pen       = (s^2 / batch) sum_b [ c_P |P~[u_b]|^2 + c_Q |Q~[i_b]|^2
+                                          + c_bu bu~[u_b]^2 + c_bi bi~[i_b]^2 ]
+        dP[u]    += sum over b with u_b = u of (2 c_P / batch) s P~[u_b]
+                  = (2 c_P / batch) count_u s P~[u]
+
+    The per-sample terms ride in the same scatter as the data terms: one more
+    weight per sample, reading ``X`` itself (``dbu`` alike, in the bias
+    ``bincount``).
+
     NOTE: both tables' rows go through one stacked buffer
     ``X = [P~[u]; Q~[i]]`` and one stacked gradient ``[dP[uq]; dQ[iq]]``, so
     each step makes one scatter call and one norm for the two tables: at
@@ -115,12 +141,15 @@ class MFKernel:
 
     blas_threads = 1
 
-    def __init__(self, params, batch_size):
+    def __init__(self, params, batch_size, rows=None):
         k = params["P"].shape[1]
+        self.rows = rows
         self.X = np.empty((2 * batch_size, k), dtype=F32)  # (2 batch, k)
         self.G = np.empty((2 * batch_size, k), dtype=F32)  # (2 batch, k)
         self.w = np.empty(2 * batch_size, dtype=F32)  # (2 batch,)
         self.wb = np.empty(2 * batch_size, dtype=F32)  # (2 batch,)
+        self.wp = np.empty(2 * batch_size, dtype=F32)  # (2 batch,)
+        self.arange = np.arange(2 * batch_size, dtype=np.int32)  # (2 batch,)
         self.src = {}
 
     def _source_rows(self, n):
@@ -144,7 +173,8 @@ class MFKernel:
         pu, qi = X[:nb], X[nb:]  # (batch, k), (batch, k)
 
         # predict with the scale folded in; a stack of (1, k) @ (k, 1) dots
-        b_sum = bu[ub] + bi[ib]  # (batch,)
+        bu_u, bi_i = bu[ub], bi[ib]  # (batch,), (batch,)
+        b_sum = bu_u + bi_i  # (batch,)
         dot = np.matmul(pu[:, None, :], qi[:, :, None]).reshape(-1)  # (batch,)
         r_hat = dot * F32(s * s)  # (batch,)
         r_hat += b_sum * F32(s)
@@ -157,27 +187,67 @@ class MFKernel:
         G = self.G[: n_uq + len(iq)]  # (n_uq + n_iq, k)
         G.fill(0)
         scatter_rows(G, joint, w, X, self._source_rows(nb))
-        flat = G.reshape(-1)  # ((n_uq + n_iq) k,)
-        g2 = float(np.dot(flat, flat))
 
         # d r_hat / d bu[u] = d r_hat / d bi[i] = 1
         wb = self.wb[: 2 * nb]  # (2 batch,)
         np.multiply(dr_hat, F32(gscale), out=wb[:nb])
         wb[nb:] = wb[:nb]
+        if self.rows is None:
+            # <stored, G> over the four tables, from quantities at hand
+            cross = 2.0 * float(np.dot(w[:nb], dot)) + float(np.dot(wb[:nb], b_sum))
+            pen = 0.0
+        else:
+            pen = self._rows_penalty(G, wb, X, joint, bu_u, bi_i, s, gscale)
+            cross = 0.0
         Gb = np.bincount(joint, weights=wb, minlength=len(G)).astype(
             F32
         )  # (n_uq + n_iq,)
-        g2 += float(np.dot(Gb, Gb))
-
-        # <stored, G> over the four tables, from quantities at hand
-        cross = 2.0 * float(np.dot(w[:nb], dot)) + float(np.dot(wb[:nb], b_sum))
+        if self.rows is None:
+            flat = G.reshape(-1)  # ((n_uq + n_iq) k,)
+            g2 = float(np.dot(flat, flat)) + float(np.dot(Gb, Gb))
+        else:
+            g2 = 0.0
         emb = {
             "P": (uq, G[:n_uq]),
             "Q": (iq, G[n_uq:]),
             "bu": (uq, Gb[:n_uq]),
             "bi": (iq, Gb[n_uq:]),
         }
-        return loss, emb, cross, [], g2
+        return loss, emb, cross, [], g2, pen
+
+    def _rows_penalty(self, G, wb, X, joint, bu_u, bi_i, s, gscale):
+        """Add the rows penalty's per-sample terms; return its value."""
+        c, nb = self.rows, len(bu_u)
+        flat = X.reshape(-1)  # (2 batch k,)
+        half = len(flat) // 2
+
+        # pen = (s^2 / batch) sum_b [c_P |P~[u_b]|^2 + ... + c_bi bi~[i_b]^2]
+        pen = c["P"] * float(np.dot(flat[:half], flat[:half]))
+        pen += c["Q"] * float(np.dot(flat[half:], flat[half:]))
+        pen += c["bu"] * float(np.dot(bu_u, bu_u)) + c["bi"] * float(np.dot(bi_i, bi_i))
+        pen *= s * s / nb
+
+        # d pen / d P~[u_b] = (2 c_P / batch) s P~[u_b], per sample, from X
+        if c["P"] or c["Q"]:
+            wp = self.wp[: 2 * nb]  # (2 batch,)
+            wp[:nb] = _rows_coef(c["P"], s, gscale, nb)
+            wp[nb:] = _rows_coef(c["Q"], s, gscale, nb)
+            scatter_rows(G, joint, wp, X, self.arange[: 2 * nb])
+
+        # d pen / d bu~[u_b] = (2 c_bu / batch) s bu~[u_b], added to wb
+        wb[:nb] += _rows_coef(c["bu"], s, gscale, nb) * bu_u
+        wb[nb:] += _rows_coef(c["bi"], s, gscale, nb) * bi_i
+        return pen
+
+
+def _rows_coef(c, s, gscale, batch):
+    """``gscale (2 c / batch) s`` in float32: a rows-penalty gradient weight."""
+    return F32(gscale * 2.0 * c / batch * s)
+
+
+def _rows_weights(c, s, gscale, batch):
+    """:func:`_rows_coef` repeated once per sample, for :func:`scatter_rows`."""
+    return np.full(batch, _rows_coef(c, s, gscale, batch), dtype=F32)  # (batch,)
 
 
 class RankOneRows(NamedTuple):
@@ -242,14 +312,22 @@ class DeepLinearKernel:
     (:meth:`flush`). Products with ``W`` add the pending term, so every step
     still sees the updated kernel; the saving is one read and one write of
     each kernel per step.
+
+    A rows penalty (weights ``c``) adds ``(2 c_P / batch) s P~[u_b]`` per
+    sample to ``dP``, which is not along ``v_1``: the table gradients are
+    then dense ``(n_uq, k)`` rows, ``outer(cu_dr, v_1[:k])`` plus the
+    penalty terms scattered from the gathered ``P~[u]``, and
+    ``pen = (s^2 / batch) sum_b [c_P |P~[u_b]|^2 + ...]``.
     """
 
     max_pending = 16
     blas_threads = 1
 
-    def __init__(self, params, batch_size):
+    def __init__(self, params, batch_size, rows=None):
         self.n_layers = _n_layers(params)
         self.k = params["P"].shape[1]
+        self.rows = rows
+        self.arange = np.arange(batch_size, dtype=np.int32)  # (batch,)
         self.pending = {}
 
     def defer_outer(self, params, key, alpha, a, b):
@@ -341,6 +419,10 @@ class DeepLinearKernel:
         # every row moves along v_1: dP[u] = (sum of its dr_hat) v_1[:k]
         cu_dr = _segment_sum(dr_hat * gscale, cu, len(uq))  # (n_uq,)
         ci_dr = _segment_sum(dr_hat * gscale, ci, len(iq))  # (n_iq,)
+        if self.rows is not None:
+            x = (pu, qi, bu_u, bi_i)
+            emb, pen = self._rows_emb(batch, x, cu_dr, ci_dr, v[1], s, gscale)
+            return loss, emb, 0.0, dense, 0.0, pen
         # NOTE: G_P = outer(cu_dr, v_1[:k]) stays factored, see RankOneRows
         emb = {
             "P": (uq, RankOneRows(cu_dr, v[1][:k])),  # (n_uq, k)
@@ -351,7 +433,46 @@ class DeepLinearKernel:
 
         # <stored, G>: sum_b gscale dr_hat_b (x~_b . v_1)
         cross = float(gscale) * float(dr_hat @ xv)
-        return loss, emb, cross, dense, None
+        return loss, emb, cross, dense, None, 0.0
+
+    def _rows_emb(self, batch, x, cu_dr, ci_dr, v1, s, gscale):
+        """Table gradients with the rows penalty, and the penalty's value."""
+        ub, ib, rb, cu, uq, ci, iq = batch[:7]
+        pu, qi, bu_u, bi_i = x
+        c, k, nb = self.rows, self.k, len(ub)
+        arange = self.arange[:nb]
+
+        # pen = (s^2 / batch) sum_b [c_P |P~[u_b]|^2 + ... + c_bi bi~[i_b]^2]
+        pen = sum(
+            c[key] * float(np.dot(W.reshape(-1), W.reshape(-1)))
+            for key, W in zip(("P", "Q", "bu", "bi"), x)
+        )
+        pen *= s * s / nb
+
+        # data: outer(sum of dr_hat, v_1); penalty: (2 c / batch) s W~[idx_b]
+        GP = np.outer(cu_dr, v1[:k])  # (n_uq, k)
+        scatter_rows(GP, cu, _rows_weights(c["P"], s, gscale, nb), pu, arange)
+        GQ = np.outer(ci_dr, v1[k : 2 * k])  # (n_iq, k)
+        scatter_rows(GQ, ci, _rows_weights(c["Q"], s, gscale, nb), qi, arange)
+        Gbu = cu_dr * v1[2 * k]  # (n_uq,)
+        Gbu += _segment_sum(bu_u * _rows_coef(c["bu"], s, gscale, nb), cu, len(uq))
+        Gbi = ci_dr * v1[2 * k + 1]  # (n_iq,)
+        Gbi += _segment_sum(bi_i * _rows_coef(c["bi"], s, gscale, nb), ci, len(iq))
+        emb = {"P": (uq, GP), "Q": (iq, GQ), "bu": (uq, Gbu), "bi": (iq, Gbi)}
+        return emb, pen
+
+
+def _times_transpose(dz, W):
+    """``dz @ W.T``; for one output unit the outer product, without BLAS.
+
+    NOTE: with ``W`` of shape ``(in, 1)`` each element is the single product
+    ``dz[b, 0] W[j, 0]`` either way, and NumPy's broadcast multiply is about
+    4 times faster than a GEMM of inner size 1 (measured 0.13 against
+    0.63 ms at ``(256, 512)``).
+    """
+    if W.shape[1] == 1:
+        return dz * W[:, 0]  # (batch, in)
+    return dz @ W.T  # (batch, in)
 
 
 class DeepBatchedKernel:
@@ -383,11 +504,19 @@ class DeepBatchedKernel:
     the three ``W1`` products shrink from ``batch`` rows to ``n_uq`` and
     ``n_iq`` rows (about 2/3 of them on ml-100k at batch 512), and the
     table gradients come out already summed per row.
+
+    A rows penalty (weights ``c``) works on the same distinct rows, with
+    ``count_u`` the number of the batch's samples of user ``u``::
+
+        pen      = (s^2 / batch) sum_u count_u (c_P |P~[u]|^2 + c_bu bu~[u]^2)
+                   + (the same over items)
+        dP[uq]  += (2 c_P / batch) s count_u P~[uq],   dbu[uq] alike
     """
 
     blas_threads = None
 
-    def __init__(self, params, batch_size, activation):
+    def __init__(self, params, batch_size, activation, rows=None):
+        self.rows = rows
         self.n_layers = _n_layers(params)
         self.k = params["P"].shape[1]
         self.act = ACTIVATIONS[activation]
@@ -429,12 +558,17 @@ class DeepBatchedKernel:
         Wi = np.concatenate([W1[k : 2 * k], W1[2 * k + 1 :]])  # (k + 1, h1)
         z = (xu @ Wu).take(cu, axis=0)  # (batch, h1)
         z += (xi @ Wi).take(ci, axis=0)
-        z *= F32(s)
+        if s != 1.0:
+            z *= F32(s)
         z += params["b1"]
         return z, xu, xi
 
     def _first_layer_backward(self, params, s, batch, xu, xi, dz, gscale):
-        """``dW1``, ``db1`` and the compact table gradients from ``dz1``."""
+        """Backward through the first layer from ``dz1``.
+
+        Returns ``dW1``, ``db1``, the compact table gradients, ``cross`` and
+        the rows penalty's value (0.0 without one).
+        """
         ub, ib, rb, cu, uq, ci, iq = batch[:7]
         k, W1 = self.k, params["W1"]
         nb, h1 = dz.shape
@@ -452,27 +586,54 @@ class DeepBatchedKernel:
         dWi = xi.T @ Di  # (k + 1, h1)
         dW1[:k], dW1[2 * k] = dWu[:k], dWu[k]
         dW1[k : 2 * k], dW1[2 * k + 1] = dWi[:k], dWi[k]
-        dW1 *= F32(s)
+        if s != 1.0:
+            dW1 *= F32(s)
 
         # dx per distinct row: dP[uq] = Du W1[:k].T, dbu[uq] = Du W1[2k]
         dP = Du @ W1[:k].T  # (n_uq, k)
         dQ = Di @ W1[k : 2 * k].T  # (n_iq, k)
         dbu = Du @ W1[2 * k]  # (n_uq,)
         dbi = Di @ W1[2 * k + 1]  # (n_iq,)
-        cross = float(gscale) * (
-            float(np.einsum("rk,rk->", xu[:, :k], dP))
-            + float(np.einsum("rk,rk->", xi[:, :k], dQ))
-            + float(xu[:, k] @ dbu)
-            + float(xi[:, k] @ dbi)
-        )
-        g = F32(gscale)
-        emb = {
-            "P": (uq, dP * g),
-            "Q": (iq, dQ * g),
-            "bu": (uq, dbu * g),
-            "bi": (iq, dbi * g),
-        }
-        return dW1, Du.sum(axis=0), emb, cross
+        if self.rows is None:
+            cross = float(gscale) * (
+                float(np.einsum("rk,rk->", xu[:, :k], dP))
+                + float(np.einsum("rk,rk->", xi[:, :k], dQ))
+                + float(xu[:, k] @ dbu)
+                + float(xi[:, k] @ dbi)
+            )
+            pen = 0.0
+        else:
+            cross = 0.0
+            pen = self._rows_penalty(s, nb, (cu, xu, dP, dbu), ("P", "bu"))
+            pen += self._rows_penalty(s, nb, (ci, xi, dQ, dbi), ("Q", "bi"))
+        if gscale != 1.0:
+            g = F32(gscale)
+            dP, dQ, dbu, dbi = dP * g, dQ * g, dbu * g, dbi * g
+        emb = {"P": (uq, dP), "Q": (iq, dQ), "bu": (uq, dbu), "bi": (iq, dbi)}
+        return dW1, Du.sum(axis=0), emb, cross, pen
+
+    def _rows_penalty(self, s, nb, side, keys):
+        """Add one side's rows-penalty gradient in place; return its value.
+
+        ``side`` is ``(compact ids, [W~[rows], b~[rows]], dW, db)`` of the
+        users or of the items, ``keys`` their table names.
+        """
+        compact, x, dW, db = side
+        (c_W, c_b), k = (self.rows[key] for key in keys), self.k
+
+        # count_u: samples of each distinct row in the batch
+        count = np.bincount(compact, minlength=len(x)).astype(F32)  # (n_rows,)
+
+        # pen = (s^2 / batch) sum_u count_u (c_W |W~[u]|^2 + c_b b~[u]^2)
+        xc = x * count[:, None]  # (n_rows, k + 1)
+        sq_b = float(xc[:, k] @ x[:, k])
+        pen = c_W * (float(np.vdot(xc, x)) - sq_b) + c_b * sq_b
+
+        # d pen / d W[u] = (2 c_W / batch) s count_u W~[u]
+        xc[:, :k] *= F32(2.0 * c_W / nb * s)
+        dW += xc[:, :k]
+        db += F32(2.0 * c_b / nb * s) * xc[:, k]
+        return pen * s * s / nb
 
     def step(self, params, s, batch, loss_fn, gscale):
         """Run one step; see the module docstring for the outputs."""
@@ -495,11 +656,12 @@ class DeepBatchedKernel:
             a_in, W = inputs[layer - 1], params[f"W{layer}"]
             dense.append((f"W{layer}", "array", a_in.T @ dz, None))  # (in, out)
             dense.append((f"b{layer}", "array", dz.sum(axis=0), None))  # (out,)
-            dz = self._backward(dz @ W.T, a_in)  # (batch, in)
+            dz = self._backward(_times_transpose(dz, W), a_in)  # (batch, in)
 
         # first layer: dW1, db1 and the table gradients per distinct row
-        dW1, db1, emb, cross = self._first_layer_backward(
+        dW1, db1, emb, cross, pen = self._first_layer_backward(
             params, s, batch, xu, xi, dz, gscale
         )
         dense += [("W1", "array", dW1, None), ("b1", "array", db1, None)]
-        return loss, emb, cross, dense, None
+        g2 = None if self.rows is None else 0.0
+        return loss, emb, cross, dense, g2, pen
