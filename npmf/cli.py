@@ -174,6 +174,12 @@ def _add_train_args(p):
         help="multiply the learning rate by this after every epoch",
     )
     g.add_argument(
+        "--bias-lr-scale",
+        type=float,
+        default=None,
+        help="step size of the bias tables, as a multiple of the learning rate",
+    )
+    g.add_argument(
         "--init-std",
         type=float,
         default=None,

@@ -156,6 +156,9 @@ class RatingModel:
         _check_nonneg_float("lr_decay", self.lr_decay)
         if not 0 < self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        _check_nonneg_float("bias_lr_scale", self.bias_lr_scale)
+        if self.bias_lr_scale == 0:
+            raise ValueError(f"bias_lr_scale must be > 0, got {self.bias_lr_scale}")
         if self.init_std is not None:
             _check_nonneg_float("init_std", self.init_std)
         if self.validation_fraction is not None:
@@ -322,7 +325,9 @@ class RatingModel:
 
         Returns the history and the epoch whose weights were kept.
         """
-        self.optimizer_ = make_optimizer(self.optimizer, self.learning_rate)
+        self.optimizer_ = make_optimizer(
+            self.optimizer, self.learning_rate, self.bias_lr_scale
+        )
         lr0 = self.optimizer_.learning_rate
         history, start_epoch = [], 1
         if checkpoint is not None and resume and Path(checkpoint).is_file():
@@ -663,6 +668,9 @@ class MFRegressor(RatingModel):
         Penalty weight on ``bu`` and ``bi``; ``l2`` when None.
     lr_decay : float, default=1.0
         Epoch ``e`` runs at ``learning_rate * lr_decay ** (e - 1)``.
+    bias_lr_scale : float, default=1.0
+        The bias tables ``bu`` and ``bi`` step with ``bias_lr_scale`` times
+        the learning rate (both optimizers).
     init_std : float or None, default=None
         Embeddings start normal with this standard deviation; uniform on
         [-0.05, 0.05) like Keras when None.
@@ -715,6 +723,7 @@ class MFRegressor(RatingModel):
         "penalty",
         "l2_bias",
         "lr_decay",
+        "bias_lr_scale",
         "init_std",
         "validation_fraction",
         "patience",
@@ -735,6 +744,7 @@ class MFRegressor(RatingModel):
         penalty="table",
         l2_bias=None,
         lr_decay=1.0,
+        bias_lr_scale=1.0,
         init_std=None,
         validation_fraction=None,
         patience=4,
@@ -752,6 +762,7 @@ class MFRegressor(RatingModel):
         self.penalty = penalty
         self.l2_bias = l2_bias
         self.lr_decay = lr_decay
+        self.bias_lr_scale = bias_lr_scale
         self.init_std = init_std
         self.validation_fraction = validation_fraction
         self.patience = patience
@@ -854,6 +865,9 @@ class DeepRegressor(RatingModel):
         Penalty weight on ``bu`` and ``bi``; ``l2`` when None.
     lr_decay : float, default=1.0
         Epoch ``e`` runs at ``learning_rate * lr_decay ** (e - 1)``.
+    bias_lr_scale : float, default=1.0
+        The bias tables ``bu`` and ``bi`` step with ``bias_lr_scale`` times
+        the learning rate (both optimizers).
     init_std : float or None, default=None
         Embeddings start normal with this standard deviation; uniform on
         [-0.05, 0.05) like Keras when None.
@@ -913,6 +927,7 @@ class DeepRegressor(RatingModel):
         "penalty",
         "l2_bias",
         "lr_decay",
+        "bias_lr_scale",
         "init_std",
         "validation_fraction",
         "patience",
@@ -936,6 +951,7 @@ class DeepRegressor(RatingModel):
         penalty="table",
         l2_bias=None,
         lr_decay=1.0,
+        bias_lr_scale=1.0,
         init_std=None,
         validation_fraction=None,
         patience=4,
@@ -956,6 +972,7 @@ class DeepRegressor(RatingModel):
         self.penalty = penalty
         self.l2_bias = l2_bias
         self.lr_decay = lr_decay
+        self.bias_lr_scale = bias_lr_scale
         self.init_std = init_std
         self.validation_fraction = validation_fraction
         self.patience = patience

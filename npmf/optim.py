@@ -74,6 +74,31 @@ def add_l2_grads(grads, params, l2, keys=EMBEDDING_KEYS):
     return grads
 
 
+BIAS_KEYS = ("bu", "bi")
+"""The user and item bias tables, whose step ``bias_lr_scale`` scales."""
+
+
+def key_learning_rate(optimizer, key):
+    """Step size of the parameter ``key``: the bias tables' may be scaled.
+
+    Parameters
+    ----------
+    optimizer : SGD or Adamax
+        Optimizer.
+    key : str
+        Parameter name.
+
+    Returns
+    -------
+    float
+        ``learning_rate * bias_lr_scale`` for ``bu`` and ``bi``,
+        ``learning_rate`` for every other parameter.
+    """
+    if key in BIAS_KEYS:
+        return optimizer.learning_rate * optimizer.bias_lr_scale
+    return optimizer.learning_rate
+
+
 class SGD:
     """Plain stochastic gradient descent: ``W -= learning_rate * dW``.
 
@@ -81,12 +106,16 @@ class SGD:
     ----------
     learning_rate : float, default=0.01
         Step size (Keras's SGD default).
+    bias_lr_scale : float, default=1.0
+        The bias tables ``bu`` and ``bi`` step with
+        ``learning_rate * bias_lr_scale``; 1 is Keras's single rate.
     """
 
     name = "sgd"
 
-    def __init__(self, learning_rate=0.01):
+    def __init__(self, learning_rate=0.01, bias_lr_scale=1.0):
         self.learning_rate = learning_rate
+        self.bias_lr_scale = bias_lr_scale
         self.iterations = 0
 
     def step(self, params, grads):
@@ -100,7 +129,7 @@ class SGD:
             Gradients keyed like ``params``.
         """
         for key, W in params.items():
-            lr = W.dtype.type(self.learning_rate)
+            lr = W.dtype.type(key_learning_rate(self, key))
             # W <- W - lr dW
             W -= lr * grads[key]  # same shape as W
         self.iterations += 1
@@ -139,6 +168,9 @@ class Adamax:
         Decay of the infinity norm ``v``.
     epsilon : float, default=1e-7
         Added to ``v`` before dividing.
+    bias_lr_scale : float, default=1.0
+        The bias tables ``bu`` and ``bi`` step with
+        ``learning_rate * bias_lr_scale``; 1 is Keras's single rate.
 
     Notes
     -----
@@ -161,8 +193,16 @@ class Adamax:
 
     name = "adamax"
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-7,
+        bias_lr_scale=1.0,
+    ):
         self.learning_rate = learning_rate
+        self.bias_lr_scale = bias_lr_scale
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
@@ -205,7 +245,7 @@ class Adamax:
             # NOTE: (lr m) / ((1 - beta_1^t)(v + eps)) in this order rounds
             # exactly like keras/src/optimizers/adamax.py in float32
             beta_1_power = f(self.beta_1) ** f(t)
-            np.multiply(m, f(self.learning_rate), out=tmp1)
+            np.multiply(m, f(key_learning_rate(self, key)), out=tmp1)
             np.add(v, f(self.epsilon), out=tmp2)
             tmp2 *= f(1.0) - beta_1_power
             tmp1 /= tmp2
@@ -246,7 +286,7 @@ class Adamax:
         self.v = {k[2:]: np.array(a) for k, a in state.items() if k.startswith("v/")}
 
 
-def make_optimizer(name, learning_rate=None):
+def make_optimizer(name, learning_rate=None, bias_lr_scale=1.0):
     """Build an optimizer by name.
 
     Parameters
@@ -256,6 +296,8 @@ def make_optimizer(name, learning_rate=None):
     learning_rate : float, optional
         Step size; the optimizer's Keras default when None (0.01 for SGD,
         0.001 for Adamax).
+    bias_lr_scale : float, default=1.0
+        Factor on the step size of the bias tables ``bu`` and ``bi``.
 
     Returns
     -------
@@ -265,7 +307,8 @@ def make_optimizer(name, learning_rate=None):
     Raises
     ------
     ValueError
-        If the name is unknown or the learning rate is not positive.
+        If the name is unknown, or the learning rate or the bias factor is
+        not a finite number > 0.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
@@ -275,8 +318,14 @@ def make_optimizer(name, learning_rate=None):
         raise ValueError(
             f"learning_rate must be a finite number > 0, got {learning_rate!r}"
         )
+    if not (bias_lr_scale > 0 and np.isfinite(bias_lr_scale)):
+        raise ValueError(
+            f"bias_lr_scale must be a finite number > 0, got {bias_lr_scale!r}"
+        )
     cls = SGD if name == "sgd" else Adamax
-    return cls() if learning_rate is None else cls(learning_rate=learning_rate)
+    opt = cls() if learning_rate is None else cls(learning_rate=learning_rate)
+    opt.bias_lr_scale = float(bias_lr_scale)
+    return opt
 
 
 PENALTIES = ("table", "rows")

@@ -175,11 +175,12 @@ def run_epoch(
     plain statement of the algorithm that the fast path is checked against.
     The fast path covers the whole-table and the per-rating ("rows")
     penalties, a separate ``l2_bias`` and ``l2_dense``, under SGD and
-    Adamax, except SGD with a whole-table penalty whose ``l2_bias`` differs
-    from ``l2`` (:func:`npmf.fast.select_engine`).
+    Adamax, except SGD with a whole-table penalty whose bias tables have
+    their own ``l2_bias`` or step size (:func:`npmf.fast.select_engine`).
     """
     # NOTE: the fast path covers every penalty but one: SGD with a
-    # whole-table penalty whose l2_bias differs from l2 (see select_engine)
+    # whole-table penalty whose bias tables decay at another rate than the
+    # factor tables (see select_engine)
     pen = as_penalty(l2)
     fast_engine = _select_engine(engine, model, params, optimizer, batch_size, pen)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from npmf.cli import main
+from npmf.io import load_model
 
 
 def write_csv(path, rows, header="user,item,rating"):
@@ -317,3 +318,17 @@ def test_resume_with_fewer_epochs_than_checkpoint(ratings_csv, tmp_path, capsys)
     assert run(base + ["--epochs", "3", "--checkpoint"], capsys)[0] == 0
     code, _, err = run(base + ["--epochs", "2", "--resume"], capsys)
     assert code == 2 and "holds 3 epochs, more than n_epochs=2" in err
+
+
+def test_bias_lr_scale_flag_reaches_model_and_is_checked(ratings_csv, tmp_path, capsys):
+    """--bias-lr-scale is saved with the model; 0 is refused by name."""
+    out_dir = tmp_path / "run"
+    argv = small_train(ratings_csv) + ["--epochs", "1", "--out", out_dir]
+    code, _, err = run(argv + ["--bias-lr-scale", "0.25"], capsys)
+    assert code == 0, err
+    model, _ = load_model(out_dir / "model.npz")
+    assert model.bias_lr_scale == 0.25
+
+    code, _, err = run(argv[:-1] + [tmp_path / "o2", "--bias-lr-scale", "0"], capsys)
+    assert code == 2 and "bias_lr_scale must be > 0, got 0.0" in err
+    assert not (tmp_path / "o2").exists()

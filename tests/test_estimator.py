@@ -360,6 +360,8 @@ def test_init_std_draws_normal_embeddings():
     [
         ({"penalty": "whole"}, "penalty must be one of"),
         ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\], got 1.5"),
+        ({"bias_lr_scale": 0.0}, "bias_lr_scale must be > 0, got 0.0"),
+        ({"bias_lr_scale": float("inf")}, "bias_lr_scale must be a finite number"),
         ({"validation_fraction": 1.0}, r"validation_fraction must be in \(0, 1\)"),
         ({"patience": 0}, "patience must be an integer >= 1, got 0"),
     ],

@@ -48,10 +48,20 @@ def _model(name):
     return mlp.make(activation), params
 
 
-def _train(name, optimizer, engine, ratings, loss="rmse", n_epochs=2, l2=0.01):
+def _train(
+    name,
+    optimizer,
+    engine,
+    ratings,
+    loss="rmse",
+    n_epochs=2,
+    l2=0.01,
+    bias_lr_scale=1.0,
+):
     core, params = _model(name)
     u, i, r = ratings
-    opt = make_optimizer(optimizer, 0.05 if optimizer == "sgd" else 0.01)
+    lr = 0.05 if optimizer == "sgd" else 0.01
+    opt = make_optimizer(optimizer, lr, bias_lr_scale=bias_lr_scale)
     rng = np.random.default_rng(1)
     losses = [
         run_epoch(
@@ -480,3 +490,53 @@ def test_predict_deep_equals_forward(ratings, activation, monkeypatch):
     linear, params = _model("deep-linear")
     assert predict.predict_deep(linear, params, u, i, BATCH) is None
     assert predict.predict_deep(mf, _model("mf")[1], u, i, BATCH) is None
+
+
+BIAS_STEP_CASES = [
+    ("mf", "sgd", "mse", ROWS),
+    ("mf", "adamax", "rmse", ROWS),
+    ("mf", "adamax", "rmse", 0.01),
+    ("deep-relu", "sgd", "mse", ROWS_DENSE),
+    ("deep-relu", "adamax", "mse", ROWS_DENSE),
+    ("deep-linear", "sgd", "mse", ROWS),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "optimizer", "loss", "penalty"),
+    BIAS_STEP_CASES,
+    ids=[f"{n}-{o}-{lo}-{_penalty_id(p)}" for n, o, lo, p in BIAS_STEP_CASES],
+)
+def test_fast_equals_reference_with_bias_step(ratings, name, optimizer, loss, penalty):
+    """bias_lr_scale: the bias tables' own step size agrees on both paths.
+
+    The scaled run must also differ from the unscaled one in the biases, so
+    the comparison is not between two runs that ignore the option.
+    """
+    kwargs = dict(loss=loss, l2=penalty, bias_lr_scale=0.3)
+    ref_params, ref_opt, ref_losses = _train(
+        name, optimizer, "reference", ratings, **kwargs
+    )
+    params, opt, losses = _train(name, optimizer, "fast", ratings, **kwargs)
+    atol = 1e-6 if optimizer == "sgd" else 2e-5
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    _assert_params_close(params, ref_params, atol)
+    if optimizer == "adamax":
+        _assert_params_close(opt.m, ref_opt.m, atol)
+        _assert_params_close(opt.v, ref_opt.v, atol)
+    plain, _, _ = _train(name, optimizer, "fast", ratings, loss=loss, l2=penalty)
+    assert np.abs(plain["bu"] - params["bu"]).max() > 1e-3
+
+
+def test_sgd_table_penalty_with_bias_step_trains_on_reference(ratings):
+    """SGD, whole-table L2 and bias_lr_scale != 1 has no lazy-scale form.
+
+    ``auto`` falls back to the reference path (same result as asking for
+    it); ``fast`` says why it cannot.
+    """
+    auto, _, _ = _train("mf", "sgd", "auto", ratings, bias_lr_scale=0.3)
+    ref, _, _ = _train("mf", "sgd", "reference", ratings, bias_lr_scale=0.3)
+    for key in ref:
+        np.testing.assert_array_equal(auto[key], ref[key])
+    with pytest.raises(ValueError, match="no exact fast path"):
+        _train("mf", "sgd", "fast", ratings, bias_lr_scale=0.3)

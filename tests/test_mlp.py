@@ -250,8 +250,8 @@ def test_deep_regressor_registered_as_deep():
     # the options beyond the tutorial default to the tutorial's behaviour
     assert {k: params[k] for k in set(params) - set(tutorial)} == {
         "l2_dense": 0.0, "penalty": "table", "l2_bias": None, "lr_decay": 1.0,
-        "init_std": None, "validation_fraction": None, "patience": 4,
-        "refit": False, "clip": False,
+        "bias_lr_scale": 1.0, "init_std": None, "validation_fraction": None,
+        "patience": 4, "refit": False, "clip": False,
     }  # fmt: skip
 
 

@@ -146,6 +146,32 @@ def test_l2_penalty_covers_embedding_tables_only():
     np.testing.assert_array_equal(grads["b1"], 0.0)
 
 
+def test_bias_lr_scale_steps_only_the_bias_tables():
+    """bu and bi step with lr * bias_lr_scale; P, Q and dense keys with lr."""
+    grads = {key: np.array([1.0, -2.0]) for key in ("P", "bu", "bi", "W1", "b1")}
+
+    # SGD, lr 0.1, scale 0.5: P moves by -0.1 g, bu and bi by -0.05 g
+    params = {key: np.zeros(2) for key in grads}
+    SGD(learning_rate=0.1, bias_lr_scale=0.5).step(params, grads)
+    for key in ("P", "W1", "b1"):
+        np.testing.assert_allclose(params[key], [-0.1, 0.2], rtol=1e-15)
+    for key in ("bu", "bi"):
+        np.testing.assert_allclose(params[key], [-0.05, 0.1], rtol=1e-15)
+
+    # Adamax step 1 is lr_t m / (v + eps) = 0.01 * 0.1 g / (|g| + eps): the
+    # bias step is a quarter of it with scale 0.25
+    params = {key: np.zeros(2) for key in grads}
+    Adamax(bias_lr_scale=0.25).step(params, grads)
+    full = -0.01 * 0.1 * np.array([1.0, -2.0]) / (np.array([1.0, 2.0]) + 1e-7)
+    np.testing.assert_allclose(params["P"], full, rtol=1e-14)
+    np.testing.assert_allclose(params["bi"], 0.25 * full, rtol=1e-14)
+
+    opt = make_optimizer("sgd", 0.1, bias_lr_scale=2.0)
+    assert opt.bias_lr_scale == 2.0
+    with pytest.raises(ValueError, match="bias_lr_scale must be .* got -1"):
+        make_optimizer("sgd", bias_lr_scale=-1)
+
+
 def test_make_optimizer_keras_defaults_and_errors():
     """Default rates are Keras's (SGD 0.01, Adamax 0.001); bad input raises."""
     assert make_optimizer("sgd").learning_rate == 0.01

@@ -83,15 +83,17 @@ def select_engine(model, params, optimizer, batch_size, penalty=0.01):
         None when the combination has no exact fast path: another model
         core, an optimizer subclass, parameters that are not C-contiguous
         float32 arrays, or SGD with a whole-table penalty whose bias weight
-        differs from ``l2``.
+        or bias step size (``bias_lr_scale``) differs from the factor
+        tables'.
 
     Notes
     -----
     NOTE: under SGD the whole-table penalty is one lazy scale shared by the
     four tables (:class:`npmf.fast.engines.SGDEngine`), which needs one
-    decay ``1 - 2 lr l2`` for all of them; a separate ``l2_bias`` would need
-    a second scale threaded through every kernel's forward and backward, so
-    that combination (not used by any preset) trains on the reference path.
+    decay ``1 - 2 lr l2`` for all of them; a separate ``l2_bias`` or bias
+    step size would need a second scale threaded through every kernel's
+    forward and backward, so those combinations (used by no preset) train on
+    the reference path.
     """
     if not isinstance(penalty, L2Penalty):
         penalty = L2Penalty(penalty)
@@ -101,9 +103,10 @@ def select_engine(model, params, optimizer, batch_size, penalty=0.01):
     ):
         return None
     rows = penalty.weights if penalty.penalty == "rows" else None
-    split_table = penalty.penalty == "table" and penalty.l2_bias not in (
-        None,
-        penalty.l2,
+    # one lazy scale for the four tables needs one decay 1 - 2 lr l2 for all
+    split_table = penalty.penalty == "table" and (
+        penalty.l2_bias not in (None, penalty.l2)
+        or (penalty.l2 and getattr(optimizer, "bias_lr_scale", 1.0) != 1.0)
     )
     if type(optimizer) is SGD and not split_table:
         engine = SGDEngine

@@ -12,6 +12,7 @@ import numpy as np
 from npmf.fast.batching import epoch_batches, scatter_rows
 from npmf.fast.kernels import RankOneRows, fast_loss
 from npmf.models import EMBEDDING_KEYS
+from npmf.optim import BIAS_KEYS, key_learning_rate
 
 F32 = np.float32
 
@@ -190,6 +191,16 @@ class SGDEngine:
         l2_dense = pen.l2_dense
         lr = float(F32(optimizer.learning_rate))
         decay = 1.0 - lr * float(F32(2.0 * l2)) if l2 else 1.0
+        # the kernel folds -lr into every table's G; bu and bi may step with
+        # lr * bias_lr_scale, so their G is rescaled by lr_bias / lr
+        lr_bias = float(F32(key_learning_rate(optimizer, "bu")))
+        bias_factor = F32(lr_bias / lr) if lr_bias != lr else None
+        if bias_factor is not None and l2:
+            raise ValueError(
+                "the fast SGD path shares one lazy scale between the tables "
+                "and cannot step the bias tables at another rate under a "
+                "whole-table penalty; use engine='reference'"
+            )
         n_users, n_items = len(params["bu"]), len(params["bi"])
         arange = np.arange(max(n_users, n_items, 1), dtype=np.int32)
         ones = np.ones(len(arange), dtype=F32)
@@ -217,6 +228,8 @@ class SGDEngine:
                 if track:
                     sum_sq += 2.0 * cross + (g2 or 0.0)
                 for key, (rows, G) in emb.items():
+                    if bias_factor is not None and key in BIAS_KEYS:
+                        G = G * bias_factor  # (n_rows,)
                     sum_sq += _add_rows(params[key], rows, G, ones, arange, norm)
                 for key, kind, a, vec in dense:
                     _sgd_dense(self.kernel, params, key, kind, a, vec, lr, l2_dense)
@@ -375,9 +388,10 @@ def _adamax_update(params, grads, optimizer, scratch, keys):
     opt = optimizer
     t = opt.iterations + 1
     b1c, b2, eps = F32(1.0 - opt.beta_1), F32(opt.beta_2), F32(opt.epsilon)
-    lr_t = F32(opt.learning_rate) / (F32(1.0) - F32(opt.beta_1) ** F32(t))
+    correction = F32(1.0) - F32(opt.beta_1) ** F32(t)
     sum_sq = dict.fromkeys(keys, 0.0)
     for key, W in params.items():
+        lr_t = F32(key_learning_rate(opt, key)) / correction
         flat = [a.reshape(-1) for a in (W, grads[key], opt.m[key], opt.v[key])]
         for start in range(0, flat[0].size, ADAMAX_CHUNK):
             Wc, gc, mc, vc = (a[start : start + ADAMAX_CHUNK] for a in flat)
