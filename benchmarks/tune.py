@@ -42,6 +42,7 @@ def suggest(trial, model):
             l2_bias=trial.suggest_float("l2_bias", 0.001, 0.1, log=True),
             learning_rate=trial.suggest_float("learning_rate", 0.3, 3.0, log=True),
             lr_decay=trial.suggest_float("lr_decay", 0.9, 0.99),
+            bias_lr_scale=trial.suggest_float("bias_lr_scale", 0.2, 1.0, log=True),
         )
     else:
         base.update(

@@ -221,14 +221,21 @@ def build_parser():
     argparse.ArgumentParser
         Parser with one subcommand per action.
     """
+    # NOTE: no abbreviated flags: "--lr" would silently mean --lr-decay
     parser = argparse.ArgumentParser(
-        prog="npmf", description="NumPy matrix factorisation and deep recommenders."
+        prog="npmf",
+        description="NumPy matrix factorisation and deep recommenders.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"npmf {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model and evaluate it on the test split")
+    p = sub.add_parser(
+        "train",
+        allow_abbrev=False,
+        help="train a model and evaluate it on the test split",
+    )
     _add_model_args(p)
     _add_train_args(p)
     _add_data_args(p)
@@ -246,7 +253,9 @@ def build_parser():
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("cv", help="cross-validate over the canonical ml-100k folds")
+    p = sub.add_parser(
+        "cv", allow_abbrev=False, help="cross-validate over the canonical ml-100k folds"
+    )
     _add_model_args(p)
     _add_train_args(p)
     _add_data_args(p, splits=False)
@@ -260,12 +269,16 @@ def build_parser():
     )
     p.set_defaults(func=cmd_cv)
 
-    p = sub.add_parser("summary", help="print layers and parameter counts")
+    p = sub.add_parser(
+        "summary", allow_abbrev=False, help="print layers and parameter counts"
+    )
     _add_model_args(p)
     _add_data_args(p, splits=False)
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("predict", help="predict ratings with a trained model")
+    p = sub.add_parser(
+        "predict", allow_abbrev=False, help="predict ratings with a trained model"
+    )
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--user", default=None)
     p.add_argument("--item", default=None)
@@ -280,18 +293,22 @@ def build_parser():
     )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("recommend", help="top-N items for a user")
+    p = sub.add_parser("recommend", allow_abbrev=False, help="top-N items for a user")
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--user", required=True)
     p.add_argument("-n", type=int, default=10, help="how many items")
     p.set_defaults(func=cmd_recommend)
 
-    p = sub.add_parser("download", help="download a named dataset from GroupLens")
+    p = sub.add_parser(
+        "download", allow_abbrev=False, help="download a named dataset from GroupLens"
+    )
     p.add_argument("name", help="ml-100k, ml-1m, ml-latest-small or ml-25m")
     p.add_argument("--data-dir", type=Path, default=None)
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("parity", help="compare gradients and training with Keras")
+    p = sub.add_parser(
+        "parity", allow_abbrev=False, help="compare gradients and training with Keras"
+    )
     p.add_argument("--model", default="mf", choices=("mf", "deep"))
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamax"))
     p.add_argument(
@@ -327,7 +344,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="initialisation and order seed")
     p.set_defaults(func=cmd_parity)
 
-    p = sub.add_parser("gradcheck", help="check gradients by central differences")
+    p = sub.add_parser(
+        "gradcheck", allow_abbrev=False, help="check gradients by central differences"
+    )
     p.add_argument("--model", default="mf", choices=("mf", "deep"))
     p.add_argument(
         "--activation", default="linear", choices=("linear", "relu", "sigmoid", "tanh")
