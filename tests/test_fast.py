@@ -409,6 +409,25 @@ def test_epoch_batches_layout(ratings, batch_size):
     assert seen == n
 
 
+@pytest.mark.parametrize("n_rows", [5, 2**23, 2**30])
+def test_compact_layout_for_small_and_huge_tables(n_rows):
+    """Sort keys switch from int32 to int64 when ids outgrow 31 bits.
+
+    At batch 64 the position takes 6 bits: 2**23 rows still fit an int32
+    key, 2**30 do not. Either way each batch's distinct rows and compact ids
+    rebuild its ids.
+    """
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, min(n_rows, 7), 200).astype(np.int32)  # (n,)
+    idx[::9] = n_rows - 1  # the largest id occurs
+    rows, bounds, compact = batching._compact(idx, n_rows, 64)
+    for b in range(len(bounds) - 1):
+        ids = idx[64 * b : 64 * (b + 1)]
+        distinct = rows[bounds[b] : bounds[b + 1]]
+        np.testing.assert_array_equal(distinct, np.unique(ids))
+        np.testing.assert_array_equal(distinct[compact[64 * b : 64 * (b + 1)]], ids)
+
+
 def test_fast_params_are_true_weights_after_epoch(ratings):
     """After run_epoch the tables hold true weights (scale folded back)."""
     core, params = _model("mf")

@@ -74,7 +74,7 @@ def _compact(idx, n_rows, batch_size):
     idx : ndarray of shape (n,), int32
         Row ids of consecutive batches (all full but the last).
     n_rows : int
-        Rows of the table ``idx`` points into (unused; kept for symmetry).
+        Rows of the table ``idx`` points into (bounds the sort keys).
     batch_size : int
         Batch size.
 
@@ -94,14 +94,18 @@ def _compact(idx, n_rows, batch_size):
     if n > n_full * batch_size:
         parts.append(idx[n_full * batch_size :].reshape(1, -1))
     rows, counts, compact = [], [], []
+    # the position rides in the low bits of the sort key; int32 keys (when
+    # id and position fit in 31 bits) sort about twice as fast as int64
+    shift = max(int(batch_size - 1).bit_length(), 1)
+    key_type = np.int32 if (n_rows << shift) < 2**31 else np.int64
     for X in parts:
-        # sort each batch (one row of X) on its own; the position rides in
-        # the low 32 bits so one plain sort gives ids and their order
-        position = np.arange(X.shape[1])  # (batch,)
-        packed = (X.astype(np.int64) << 32) | position  # (n_batches, batch)
+        # sort each batch (one row of X) on its own; one plain sort of the
+        # packed keys gives the ids in order and where each came from
+        position = np.arange(X.shape[1], dtype=key_type)  # (batch,)
+        packed = (X.astype(key_type) << shift) | position  # (n_batches, batch)
         packed.sort(axis=1)
-        S = (packed >> 32).astype(np.int32)  # (n_batches, batch)
-        order = (packed & 0xFFFFFFFF).astype(np.intp)  # (n_batches, batch)
+        S = (packed >> shift).astype(np.int32)  # (n_batches, batch)
+        order = (packed & ((1 << shift) - 1)).astype(np.intp)  # (n_batches, batch)
 
         # a group starts wherever the sorted id changes
         first = np.ones(S.shape, dtype=bool)  # (n_batches, batch)
