@@ -180,6 +180,12 @@ def _add_train_args(p):
         help="step size of the bias tables, as a multiple of the learning rate",
     )
     g.add_argument(
+        "--average-epochs",
+        type=int,
+        default=None,
+        help="keep the mean weights of the final run's last N epochs (default 1)",
+    )
+    g.add_argument(
         "--init-std",
         type=float,
         default=None,

@@ -6,6 +6,7 @@ before ``fit``. Every model shares this class's data handling, so the
 trainer, the CLI, saving and evaluation treat them alike.
 """
 
+import collections
 import hashlib
 import logging
 import warnings
@@ -38,6 +39,16 @@ def _check_nonneg_float(name, value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     if not (np.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _mean_weights(snapshots):
+    """Element-wise mean of parameter dicts, in float64, cast back."""
+    return {
+        key: np.mean(
+            [snap[key] for snap in snapshots], axis=0, dtype=np.float64
+        ).astype(W.dtype)
+        for key, W in snapshots[-1].items()
+    }
 
 
 def split_pairs(X, name="X"):
@@ -169,6 +180,7 @@ class RatingModel:
                     f"got {self.validation_fraction}"
                 )
         _check_positive_int("patience", self.patience)
+        _check_positive_int("average_epochs", self.average_epochs)
         if self.seed is not None and (
             isinstance(self.seed, bool)
             or not isinstance(self.seed, (int, np.integer))
@@ -259,6 +271,8 @@ class RatingModel:
 
         # early stopping watches a slice carved from the training ratings
         stop_set, fit_rows = None, slice(None)
+        if checkpoint is not None and self.average_epochs > 1:
+            raise ValueError("checkpoint cannot be combined with average_epochs > 1")
         if self.validation_fraction:
             if checkpoint is not None:
                 raise ValueError(
@@ -344,11 +358,15 @@ class RatingModel:
         # exponential decay: epoch e runs at lr0 * lr_decay ** (e - 1)
         self.optimizer_.learning_rate = lr0 * self.lr_decay ** (start_epoch - 1)
         best = {"epoch": n_epochs, "rmse": np.inf, "params": None}
+        # end-of-epoch weights of the last average_epochs epochs
+        recent = collections.deque(maxlen=self.average_epochs)
 
         def epoch_done(record):
             history.append(record)
             epoch = record["epoch"]
             self.optimizer_.learning_rate = lr0 * self.lr_decay**epoch
+            if self.average_epochs > 1:
+                recent.append({k: W.copy() for k, W in self.params_.items()})
             stop = False
             if stop_set is not None:
                 record["stop_rmse"] = self._clipped_rmse(*stop_set)
@@ -356,7 +374,9 @@ class RatingModel:
                     best.update(
                         epoch=epoch,
                         rmse=record["stop_rmse"],
-                        params={k: W.copy() for k, W in self.params_.items()},
+                        params=_mean_weights(recent)
+                        if recent
+                        else {k: W.copy() for k, W in self.params_.items()},
                     )
                 stop = epoch - best["epoch"] >= self.patience
             if checkpoint is not None:
@@ -382,8 +402,10 @@ class RatingModel:
             progress=progress,
             start_epoch=start_epoch,
         )
+        if best["params"] is None and recent:
+            best["params"] = _mean_weights(recent)
         if best["params"] is not None:
-            # restore the weights of the best epoch
+            # restore the best epoch's weights, or the average kept
             for key, W in best["params"].items():
                 self.params_[key][...] = W
         return history, best["epoch"]
@@ -685,6 +707,11 @@ class MFRegressor(RatingModel):
         for the best epoch count.
     clip : bool, default=False
         Clip predictions to the range of the training ratings.
+    average_epochs : int, default=1
+        Keep the mean of the weights at the end of the last
+        ``average_epochs`` epochs of the final run (with early stopping and
+        no refit: of the epochs ending at the best one) instead of the last
+        epoch's weights alone; 1 keeps the last epoch's.
 
     Attributes
     ----------
@@ -729,6 +756,7 @@ class MFRegressor(RatingModel):
         "patience",
         "refit",
         "clip",
+        "average_epochs",
     )
 
     def __init__(
@@ -750,6 +778,7 @@ class MFRegressor(RatingModel):
         patience=4,
         refit=False,
         clip=False,
+        average_epochs=1,
     ):
         self.n_factors = n_factors
         self.n_epochs = n_epochs
@@ -768,6 +797,7 @@ class MFRegressor(RatingModel):
         self.patience = patience
         self.refit = refit
         self.clip = clip
+        self.average_epochs = average_epochs
 
     def _check_hyperparameters(self):
         self._check_common()
@@ -882,6 +912,11 @@ class DeepRegressor(RatingModel):
         for the best epoch count.
     clip : bool, default=False
         Clip predictions to the range of the training ratings.
+    average_epochs : int, default=1
+        Keep the mean of the weights at the end of the last
+        ``average_epochs`` epochs of the final run (with early stopping and
+        no refit: of the epochs ending at the best one) instead of the last
+        epoch's weights alone; 1 keeps the last epoch's.
 
     Attributes
     ----------
@@ -933,6 +968,7 @@ class DeepRegressor(RatingModel):
         "patience",
         "refit",
         "clip",
+        "average_epochs",
     )
 
     def __init__(
@@ -957,6 +993,7 @@ class DeepRegressor(RatingModel):
         patience=4,
         refit=False,
         clip=False,
+        average_epochs=1,
     ):
         self.n_factors = n_factors
         self.hidden = hidden
@@ -978,6 +1015,7 @@ class DeepRegressor(RatingModel):
         self.patience = patience
         self.refit = refit
         self.clip = clip
+        self.average_epochs = average_epochs
 
     def _check_hyperparameters(self):
         self._check_common()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from npmf.estimator import MODELS, MFRegressor, NotFittedError
+from npmf.estimator import MODELS, DeepRegressor, MFRegressor, NotFittedError
 
 TRAIN_X = np.array([[1, 10], [1, 20], [2, 10], [2, 30]])
 TRAIN_Y = np.array([4.0, 2.0, 5.0, 3.0])
@@ -300,6 +300,64 @@ def test_refit_trains_best_epoch_count_on_all_ratings():
     model = MFRegressor(n_epochs=30, refit=True, **EARLY_STOPPING).fit(X, y)
     assert len(model.history_) == model.best_epoch_
     assert "stop_rmse" not in model.history_[0]
+
+
+def _epoch_weights(model, X, y):
+    """Fit ``model`` and return its weights at the end of every epoch."""
+    snaps = []
+
+    def keep(record):
+        snaps.append({k: W.copy() for k, W in model.params_.items()})
+
+    model.fit(X, y, on_epoch_end=keep)
+    return snaps
+
+
+@pytest.mark.parametrize("cls", [MFRegressor, DeepRegressor])
+def test_average_epochs_keeps_mean_of_last_epochs(cls):
+    """average_epochs=3 ends on the mean of the last three epochs' weights.
+
+    The run itself is the same as without averaging (same end-of-epoch
+    weights); only the kept weights differ.
+    """
+    X, y = synthetic_rank1()
+    kwargs = dict(n_factors=2, n_epochs=5, batch_size=16, learning_rate=0.05, seed=0)
+    if cls is DeepRegressor:
+        kwargs.update(hidden=(4,), activation="relu")
+    plain = _epoch_weights(cls(**kwargs), X, y)
+    averaged = cls(average_epochs=3, **kwargs)
+    snaps = _epoch_weights(averaged, X, y)
+    for key, W in averaged.params_.items():
+        for a, b in zip(snaps, plain):
+            np.testing.assert_array_equal(a[key], b[key])
+        mean = (plain[2][key] + plain[3][key] + plain[4][key]) / 3  # (shape of W)
+        np.testing.assert_allclose(W, mean, rtol=1e-6, atol=1e-7, err_msg=key)
+        assert not np.allclose(W, plain[4][key])
+
+
+def test_average_epochs_with_early_stopping_keeps_mean_up_to_best():
+    """Without refit, early stopping keeps the mean of the epochs ending at
+    the best one (the best epoch is still chosen on the epochs' own weights).
+    """
+    X, y = synthetic_rank1()
+    plain = MFRegressor(n_epochs=40, **EARLY_STOPPING)
+    snaps = _epoch_weights(plain, X, y)
+    model = MFRegressor(n_epochs=40, average_epochs=2, **EARLY_STOPPING).fit(X, y)
+    best = plain.best_epoch_
+    assert model.best_epoch_ == best > 1
+    for key, W in model.params_.items():
+        mean = (snaps[best - 2][key] + snaps[best - 1][key]) / 2  # (shape of W)
+        np.testing.assert_allclose(W, mean, rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+def test_average_epochs_is_checked(tmp_path):
+    """average_epochs must be a positive integer and excludes checkpoints."""
+    with pytest.raises(ValueError, match="average_epochs must be an integer >= 1"):
+        MFRegressor(average_epochs=0).fit(TRAIN_X, TRAIN_Y)
+    with pytest.raises(ValueError, match="checkpoint cannot be combined with"):
+        MFRegressor(average_epochs=2, n_epochs=1).fit(
+            TRAIN_X, TRAIN_Y, checkpoint=tmp_path / "c.npz"
+        )
 
 
 def test_lr_decay_schedule():

@@ -251,7 +251,7 @@ def test_deep_regressor_registered_as_deep():
     assert {k: params[k] for k in set(params) - set(tutorial)} == {
         "l2_dense": 0.0, "penalty": "table", "l2_bias": None, "lr_decay": 1.0,
         "bias_lr_scale": 1.0, "init_std": None, "validation_fraction": None,
-        "patience": 4, "refit": False, "clip": False,
+        "patience": 4, "refit": False, "clip": False, "average_epochs": 1,
     }  # fmt: skip
 
 
