@@ -8,6 +8,7 @@ import argparse
 import csv
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -720,6 +721,57 @@ def _raw_id(text, id_map):
     return str(text)
 
 
+def _raw_ids(texts, id_map):
+    """Convert a column of ids to the map's id type, one by one.
+
+    NOTE: with integer ids, a text that is no integer cannot be in the map;
+    it becomes an integer below every known id, so it is reported unknown
+    without turning the whole column into text (which would make every id
+    of the column unknown).
+    """
+    if id_map.ids.dtype.kind not in "iu":
+        return [str(t) for t in texts]
+    absent = int(id_map.ids.min()) - 1 if len(id_map.ids) else -1
+    out = []
+    for text in texts:
+        value = _raw_id(text, id_map)
+        out.append(value if isinstance(value, int) else absent)
+    return out
+
+
+def _read_pairs(path):
+    """Read a --pairs file: a header naming user and item, then one pair a line."""
+    import pandas as pd
+
+    try:
+        pairs = pd.read_csv(
+            path,
+            sep=_guess_sep(path),
+            engine="python",
+            dtype=str,
+            keep_default_na=False,
+        )
+    except pd.errors.ParserError as err:
+        raise UsageError(f"{path}: {err}") from err
+    except pd.errors.EmptyDataError as err:
+        raise UsageError(f"{path}: the file is empty") from err
+    missing = {"user", "item"} - set(pairs.columns)
+    if missing:
+        raise UsageError(
+            f"{path}: line 1 must be a header naming the columns user and "
+            f"item, got {list(pairs.columns)}"
+        )
+    for column in ("user", "item"):
+        empty = pairs[column].isna() | (pairs[column].str.strip() == "")
+        if empty.any():
+            # line 1 is the header
+            line = int(np.flatnonzero(empty.to_numpy())[0]) + 2
+            raise UsageError(
+                f"{path}: line {line}: column {column} is empty; expected an id"
+            )
+    return pairs
+
+
 def cmd_predict(args):
     """Predict ratings for one pair or a file of pairs."""
     import pandas as pd
@@ -728,31 +780,21 @@ def cmd_predict(args):
     if args.pairs is not None:
         if args.user is not None or args.item is not None:
             raise UsageError("give either --pairs or --user and --item, not both")
-        pairs = pd.read_csv(
-            args.pairs, sep=_guess_sep(args.pairs), engine="python", dtype=str
-        )
-        missing = {"user", "item"} - set(pairs.columns)
-        if missing:
-            raise UsageError(
-                f"{args.pairs}: line 1 must be a header naming the columns user and "
-                f"item, got {list(pairs.columns)}"
-            )
-        users = [_raw_id(x, model.user_map_) for x in pairs["user"]]
-        items = [_raw_id(x, model.item_map_) for x in pairs["item"]]
+        pairs = _read_pairs(args.pairs)
+        shown_users, shown_items = list(pairs["user"]), list(pairs["item"])
     elif args.user is not None and args.item is not None:
-        users = [_raw_id(args.user, model.user_map_)]
-        items = [_raw_id(args.item, model.item_map_)]
+        shown_users, shown_items = [args.user], [args.item]
     else:
         raise UsageError("give --user and --item, or --pairs FILE")
-    X = np.empty((len(users), 2), dtype=object)
-    X[:, 0], X[:, 1] = users, items
+    users = _raw_ids(shown_users, model.user_map_)
+    items = _raw_ids(shown_items, model.item_map_)
     pred, ustat, istat = model.predict_detail(
         pd.DataFrame({"user": users, "item": items})
     )
     table = pd.DataFrame(
         {
-            "user": users,
-            "item": items,
+            "user": shown_users,
+            "item": shown_items,
             "prediction": np.round(pred, 4),
             "user_status": ustat,
             "item_status": istat,
@@ -917,10 +959,30 @@ _FLAG_NAMES = {
 }
 
 
+_PARAM_FLAGS = {
+    "n_factors": "--factors",
+    "n_epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "learning_rate": "--learning-rate",
+    "lr_decay": "--lr-decay",
+    "bias_lr_scale": "--bias-lr-scale",
+    "l2_bias": "--l2-bias",
+    "l2_dense": "--l2-dense",
+    "init_std": "--init-std",
+    "validation_fraction": "--validation-fraction",
+    "average_epochs": "--average-epochs",
+}
+"""Estimator hyperparameters whose command-line flag has another name."""
+
+
 def _as_flags(message):
     """Name command-line flags where a library message names keywords."""
     for keyword, flag in _FLAG_NAMES.items():
         message = message.replace(keyword, flag)
+    for name, flag in _PARAM_FLAGS.items():
+        # whole words only: "n_epochs=3" reads "--epochs 3"; "x_lr_decay" stays
+        message = re.sub(rf"(?<![\w-]){name}=", f"{flag} ", message)
+        message = re.sub(rf"(?<![\w-]){name}\b", flag, message)
     return message
 
 

@@ -656,7 +656,7 @@ def _missing_column_error(path, spec, line, first, param, name):
             "rating, timestamp)"
         )
     if spec.format == "csv":
-        return DataError(f"{message}; pass {param}= one of {first}")
+        return DataError(f"{message}; pass {param}=NAME with NAME one of {first}")
     return DataError(
         f"{message}; format {spec.format!r} expects the header "
         f"{','.join(spec.names)}; use format='csv' with {param}=... for others"

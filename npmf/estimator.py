@@ -41,6 +41,13 @@ def _check_nonneg_float(name, value):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
+def _check_positive_float(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
 def _mean_weights(snapshots):
     """Element-wise mean of parameter dicts, in float64, cast back."""
     return {
@@ -149,9 +156,7 @@ class RatingModel:
             _check_positive_int(key, getattr(self, key))
         _check_nonneg_float("l2", self.l2)
         if self.learning_rate is not None:
-            _check_nonneg_float("learning_rate", self.learning_rate)
-            if self.learning_rate == 0:
-                raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+            _check_positive_float("learning_rate", self.learning_rate)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"
@@ -164,12 +169,10 @@ class RatingModel:
             )
         if self.l2_bias is not None:
             _check_nonneg_float("l2_bias", self.l2_bias)
-        _check_nonneg_float("lr_decay", self.lr_decay)
-        if not 0 < self.lr_decay <= 1:
+        _check_positive_float("lr_decay", self.lr_decay)
+        if not self.lr_decay <= 1:
             raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
-        _check_nonneg_float("bias_lr_scale", self.bias_lr_scale)
-        if self.bias_lr_scale == 0:
-            raise ValueError(f"bias_lr_scale must be > 0, got {self.bias_lr_scale}")
+        _check_positive_float("bias_lr_scale", self.bias_lr_scale)
         if self.init_std is not None:
             _check_nonneg_float("init_std", self.init_std)
         if self.validation_fraction is not None:
@@ -181,6 +184,11 @@ class RatingModel:
                 )
         _check_positive_int("patience", self.patience)
         _check_positive_int("average_epochs", self.average_epochs)
+        if self.refit and not self.validation_fraction:
+            raise ValueError(
+                "refit retrains for the epoch count early stopping found, so it "
+                "needs validation_fraction"
+            )
         if self.seed is not None and (
             isinstance(self.seed, bool)
             or not isinstance(self.seed, (int, np.integer))

@@ -295,7 +295,7 @@ def test_huge_factors_refused_before_allocating(ratings_csv, tmp_path, capsys):
         ],
         capsys,
     )
-    assert code == 2 and "GiB" in err and "n_factors=1000000000" in err
+    assert code == 2 and "GiB" in err and "--factors 1000000000" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -317,7 +317,7 @@ def test_resume_with_fewer_epochs_than_checkpoint(ratings_csv, tmp_path, capsys)
     ]
     assert run(base + ["--epochs", "3", "--checkpoint"], capsys)[0] == 0
     code, _, err = run(base + ["--epochs", "2", "--resume"], capsys)
-    assert code == 2 and "holds 3 epochs, more than n_epochs=2" in err
+    assert code == 2 and "holds 3 epochs, more than --epochs 2" in err
 
 
 def test_bias_lr_scale_flag_reaches_model_and_is_checked(ratings_csv, tmp_path, capsys):
@@ -330,5 +330,62 @@ def test_bias_lr_scale_flag_reaches_model_and_is_checked(ratings_csv, tmp_path, 
     assert model.bias_lr_scale == 0.25
 
     code, _, err = run(argv[:-1] + [tmp_path / "o2", "--bias-lr-scale", "0"], capsys)
-    assert code == 2 and "bias_lr_scale must be > 0, got 0.0" in err
+    assert code == 2 and "--bias-lr-scale must be a finite number > 0, got 0.0" in err
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.fixture
+def int_model(tmp_path, capsys):
+    """A tiny MF trained on integer ids 1..6 (users) and 10..15 (items)."""
+    rows = [
+        (u, 10 + (u * 7 + k) % 6, 1 + (u + k) % 5)
+        for u in range(1, 7)
+        for k in (0, 1, 2)
+    ]
+    out_dir = tmp_path / "int_run"
+    argv = small_train(write_csv(tmp_path / "int.csv", rows))
+    code, _, err = run(argv + ["--epochs", "2", "--out", out_dir], capsys)
+    assert code == 0, err
+    return out_dir
+
+
+def test_predict_pairs_odd_id_is_unknown_alone(int_model, tmp_path, capsys):
+    """A non-integer id in a --pairs column marks only its own row unknown.
+
+    The other rows keep their integer ids and the predictions they get
+    alone (it used to turn the whole column into text: every row unknown).
+    """
+    alone = tmp_path / "alone.csv"
+    alone.write_text("user,item\n1,10\n")
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("user,item\n1,10\nabc,10\n1.5,10\n")
+    _, out_alone, _ = run(
+        ["predict", "--model-dir", int_model, "--pairs", alone], capsys
+    )
+    code, out, err = run(
+        ["predict", "--model-dir", int_model, "--pairs", mixed], capsys
+    )
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[1] == out_alone.strip().splitlines()[1]
+    assert lines[1].split()[3:] == ["trained", "trained"]
+    assert [line.split()[3] for line in lines[2:]] == ["unknown", "unknown"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("user,item\n1,10\n2\n", "line 3: column item is empty; expected an id"),
+        ("user,item\n1,10\n,11\n", "line 3: column user is empty; expected an id"),
+        ("user,item\n1,10\n2,11,3\n", "Expected 2 fields in line 3, saw 3"),
+    ],
+)
+def test_predict_pairs_bad_rows_name_file_and_line(
+    int_model, tmp_path, capsys, text, message
+):
+    """A short, empty or long row in --pairs is one error naming file and line."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(text)
+    code, _, err = run(["predict", "--model-dir", int_model, "--pairs", pairs], capsys)
+    assert code == 2 and f"{pairs}: " in err and message in err
+    assert err.count("\n") == 1

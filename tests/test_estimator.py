@@ -146,7 +146,7 @@ def test_fit_rejects_target_shape(y, shape):
         ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
         (
             {"learning_rate": -0.1},
-            r"learning_rate must be a finite number >= 0, got -0.1",
+            r"learning_rate must be a finite number > 0, got -0.1",
         ),
         ({"l2": float("nan")}, "l2 must be a finite number >= 0, got nan"),
         ({"optimizer": "adam"}, "optimizer must be one of"),
@@ -418,7 +418,9 @@ def test_init_std_draws_normal_embeddings():
     [
         ({"penalty": "whole"}, "penalty must be one of"),
         ({"lr_decay": 1.5}, r"lr_decay must be in \(0, 1\], got 1.5"),
-        ({"bias_lr_scale": 0.0}, "bias_lr_scale must be > 0, got 0.0"),
+        ({"bias_lr_scale": 0.0}, "bias_lr_scale must be a finite number > 0, got 0.0"),
+        ({"lr_decay": -1.0}, "lr_decay must be a finite number > 0, got -1.0"),
+        ({"refit": True}, "refit .* needs validation_fraction"),
         ({"bias_lr_scale": float("inf")}, "bias_lr_scale must be a finite number"),
         ({"validation_fraction": 1.0}, r"validation_fraction must be in \(0, 1\)"),
         ({"patience": 0}, "patience must be an integer >= 1, got 0"),
