@@ -49,13 +49,19 @@ def _check_positive_float(name, value):
 
 
 def _mean_weights(snapshots):
-    """Element-wise mean of parameter dicts, in float64, cast back."""
-    return {
-        key: np.mean(
-            [snap[key] for snap in snapshots], axis=0, dtype=np.float64
-        ).astype(W.dtype)
-        for key, W in snapshots[-1].items()
-    }
+    """Element-wise mean of parameter dicts, summed in float64, cast back.
+
+    One float64 accumulator per parameter, not a stack of all snapshots.
+    """
+    snapshots = list(snapshots)
+    out = {}
+    for key, W in snapshots[-1].items():
+        total = W.astype(np.float64)  # same shape as W
+        for snap in snapshots[:-1]:
+            total += snap[key]
+        total /= len(snapshots)
+        out[key] = total.astype(W.dtype)
+    return out
 
 
 def split_pairs(X, name="X"):
