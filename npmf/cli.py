@@ -82,8 +82,8 @@ def _add_data_args(p, splits=True):
         g.add_argument(
             "--test-size",
             type=float,
-            default=0.2,
-            help="test fraction of --split random",
+            default=None,
+            help="test fraction of --split random (default 0.2)",
         )
 
 
@@ -220,6 +220,14 @@ def _add_train_args(p):
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line, like npmf's own."""
+
+    def error(self, message):
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
     """Build the argument parser.
 
@@ -229,7 +237,7 @@ def build_parser():
         Parser with one subcommand per action.
     """
     # NOTE: no abbreviated flags: "--lr" would silently mean --lr-decay
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="npmf",
         description="NumPy matrix factorisation and deep recommenders.",
         allow_abbrev=False,
@@ -433,12 +441,17 @@ def split_ratings(args, ratings, source):
     """
     from npmf import data
 
+    if args.test_size is not None and args.split != "random":
+        raise UsageError(
+            f"--test-size applies to --split random, not --split {args.split} "
+            f"(its test part is fixed)"
+        )
     if args.split == "tutorial":
         return data.tutorial_split(ratings)
     if args.split == "random":
         return data.random_split(
             ratings,
-            test_size=args.test_size,
+            test_size=0.2 if args.test_size is None else args.test_size,
             seed=0 if args.seed is None else args.seed,
         )
     if source != "ml-100k":

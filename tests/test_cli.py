@@ -389,3 +389,32 @@ def test_predict_pairs_bad_rows_name_file_and_line(
     code, _, err = run(["predict", "--model-dir", int_model, "--pairs", pairs], capsys)
     assert code == 2 and f"{pairs}: " in err and message in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--average-epochs", "2.5"], "invalid int value: '2.5'"),
+        (["train", "--out", "o", "--lr", "0.1"], "unrecognized arguments: --lr 0.1"),
+        (["train", "--out", "o", "--model", "foo"], "invalid choice: 'foo'"),
+    ],
+)
+def test_argument_errors_are_one_line(argv, message, capsys):
+    """argparse's own errors: one line naming the flag, exit 2, no usage block.
+
+    Abbreviations are refused: "--lr" must not silently mean "--lr-decay".
+    """
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert err.count("\n") == 1 and message in err and "usage:" not in err
+
+
+def test_test_size_only_with_random_split(ratings_csv, tmp_path, capsys):
+    """--test-size with a fixed split is refused instead of ignored."""
+    argv = ["train", "--ratings", ratings_csv, "--split", "tutorial"]
+    code, _, err = run(argv + ["--test-size", "0.3", "--out", tmp_path / "o"], capsys)
+    assert code == 2
+    assert "--test-size applies to --split random, not --split tutorial" in err
+    assert not (tmp_path / "o").exists()
