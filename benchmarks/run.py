@@ -363,16 +363,21 @@ def _targets(results, gemm):
     return lines
 
 
+def _growth(rows):
+    """Ratings, us per rating and the exponent ``b`` of time ~ ratings ** b."""
+    n = np.array([r["n_ratings"] for r in rows], dtype=float)
+    t = np.array([r["median_s_per_epoch"] for r in rows])
+    # b = 1 is linear
+    b = float(np.polyfit(np.log(n), np.log(t), 1)[0])
+    return n, t / n * 1e6, b
+
+
 def _scaling_targets(rows):
     """Growth of epoch time with ratings, across shapes and at fixed tables."""
     lines = []
     shapes = [r for r in rows if r.get("data_fraction", 1.0) == 1.0]
     if len(shapes) > 1:
-        n = np.array([r["n_ratings"] for r in shapes], dtype=float)
-        t = np.array([r["median_s_per_epoch"] for r in shapes])
-        # time ~ n ** b: b = 1 is linear
-        b = float(np.polyfit(np.log(n), np.log(t), 1)[0])
-        per = t / n * 1e6
+        _, per, b = _growth(shapes)
         lines.append(
             f"- time per rating across the MovieLens shapes: "
             f"{', '.join(f'{p:.3f}' for p in per)} us (spread "
@@ -384,11 +389,7 @@ def _scaling_targets(rows):
     for (n_users, n_items), same in by_tables.items():
         if len(same) < 2:
             continue
-        same.sort(key=lambda r: r["n_ratings"])
-        n = np.array([r["n_ratings"] for r in same], dtype=float)
-        t = np.array([r["median_s_per_epoch"] for r in same])
-        b = float(np.polyfit(np.log(n), np.log(t), 1)[0])
-        per = t / n * 1e6
+        n, per, b = _growth(sorted(same, key=lambda r: r["n_ratings"]))
         lines.append(
             f"- fixed tables ({n_users:,} users x {n_items:,} items), "
             f"{', '.join(f'{x / 1e6:.0f}M' for x in n)} ratings: "

@@ -34,18 +34,16 @@ def _check_positive_int(name, value):
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
-def _check_nonneg_float(name, value):
+def _check_nonneg_float(name, value, strict=False):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (np.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if not (np.isfinite(value) and (value > 0 if strict else value >= 0)):
+        bound = "> 0" if strict else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
 
 
 def _check_positive_float(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    _check_nonneg_float(name, value, strict=True)
 
 
 def _mean_weights(snapshots):

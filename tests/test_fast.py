@@ -90,6 +90,25 @@ def _assert_params_close(ours, ref, atol):
         )
 
 
+def _assert_fast_equals_reference(name, optimizer, ratings, **kwargs):
+    """Train both engines alike; parameters, losses and state must agree.
+
+    Returns the fast run's ``(params, opt, losses)``.
+    """
+    ref_params, ref_opt, ref_losses = _train(
+        name, optimizer, "reference", ratings, **kwargs
+    )
+    params, opt, losses = _train(name, optimizer, "fast", ratings, **kwargs)
+    atol = 1e-6 if optimizer == "sgd" else 2e-5
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
+    _assert_params_close(params, ref_params, atol)
+    assert opt.iterations == ref_opt.iterations == 32
+    if optimizer == "adamax":
+        _assert_params_close(opt.m, ref_opt.m, atol)
+        _assert_params_close(opt.v, ref_opt.v, atol)
+    return params, opt, losses
+
+
 CASES = [
     ("mf", "sgd", "rmse"),
     ("mf", "sgd", "mse"),
@@ -110,17 +129,7 @@ def test_fast_equals_reference(ratings, name, optimizer, loss):
     Checks every parameter, the logged epoch losses and the optimizer state
     (step count; Adamax moments).
     """
-    ref_params, ref_opt, ref_losses = _train(
-        name, optimizer, "reference", ratings, loss
-    )
-    params, opt, losses = _train(name, optimizer, "fast", ratings, loss)
-    atol = 1e-6 if optimizer == "sgd" else 2e-5
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    _assert_params_close(params, ref_params, atol)
-    assert opt.iterations == ref_opt.iterations == 32
-    if optimizer == "adamax":
-        _assert_params_close(opt.m, ref_opt.m, atol)
-        _assert_params_close(opt.v, ref_opt.v, atol)
+    _assert_fast_equals_reference(name, optimizer, ratings, loss=loss)
 
 
 # penalties beyond the tutorial's; weights large enough to move the result
@@ -170,17 +179,7 @@ def test_fast_equals_reference_with_penalty(ratings, name, optimizer, loss, pena
     ``L2Penalty.value`` at the pre-step weights, averaged over the steps)
     and the optimizer state, as for the tutorial's penalty.
     """
-    ref_params, ref_opt, ref_losses = _train(
-        name, optimizer, "reference", ratings, loss, l2=penalty
-    )
-    params, opt, losses = _train(name, optimizer, "fast", ratings, loss, l2=penalty)
-    atol = 1e-6 if optimizer == "sgd" else 2e-5
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    _assert_params_close(params, ref_params, atol)
-    assert opt.iterations == ref_opt.iterations == 32
-    if optimizer == "adamax":
-        _assert_params_close(opt.m, ref_opt.m, atol)
-        _assert_params_close(opt.v, ref_opt.v, atol)
+    _assert_fast_equals_reference(name, optimizer, ratings, loss=loss, l2=penalty)
 
 
 def test_fast_rows_penalty_moves_only_batch_rows(ratings):
@@ -315,19 +314,7 @@ def test_fast_path_is_selected_for_rows_and_dense_penalties(ratings, monkeypatch
         ("mf", "sgd", ROWS),
         ("deep-relu", "adamax", ROWS_DENSE),
     ]:
-        core, params = _model(name)
-        run_epoch(
-            core,
-            params,
-            make_optimizer(optimizer),
-            u,
-            i,
-            r,
-            batch_size=BATCH,
-            loss_fn=get_loss("mse"),
-            l2=penalty,
-            engine="auto",
-        )
+        _train(name, optimizer, "auto", ratings, loss="mse", n_epochs=1, l2=penalty)
 
     # SGD with a split whole-table penalty: auto falls back, fast refuses
     core, params = _model("mf")
@@ -532,17 +519,9 @@ def test_fast_equals_reference_with_bias_step(ratings, name, optimizer, loss, pe
     The scaled run must also differ from the unscaled one in the biases, so
     the comparison is not between two runs that ignore the option.
     """
-    kwargs = dict(loss=loss, l2=penalty, bias_lr_scale=0.3)
-    ref_params, ref_opt, ref_losses = _train(
-        name, optimizer, "reference", ratings, **kwargs
+    params, _, _ = _assert_fast_equals_reference(
+        name, optimizer, ratings, loss=loss, l2=penalty, bias_lr_scale=0.3
     )
-    params, opt, losses = _train(name, optimizer, "fast", ratings, **kwargs)
-    atol = 1e-6 if optimizer == "sgd" else 2e-5
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6)
-    _assert_params_close(params, ref_params, atol)
-    if optimizer == "adamax":
-        _assert_params_close(opt.m, ref_opt.m, atol)
-        _assert_params_close(opt.v, ref_opt.v, atol)
     plain, _, _ = _train(name, optimizer, "fast", ratings, loss=loss, l2=penalty)
     assert np.abs(plain["bu"] - params["bu"]).max() > 1e-3
 

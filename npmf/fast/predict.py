@@ -13,6 +13,7 @@ ml-100k fold (0.1 s against 0.5 s for the forward pass, at k 128 and h1 512).
 
 import numpy as np
 
+from npmf.fast.kernels import _n_layers
 from npmf.layers import ACTIVATIONS
 
 F32 = np.float32
@@ -83,9 +84,7 @@ def predict_deep(model, params, u, i, batch_size):
     if len(u) < len(params["P"]) + len(params["Q"]):
         return None
     act = ACTIVATIONS[activation]
-    n_layers = 1
-    while f"W{n_layers + 1}" in params:
-        n_layers += 1
+    n_layers = _n_layers(params)
 
     # z1 = U[u] + V[i] + b1, then a = f(z) and z = a W + b layer by layer
     U, V = first_layer_tables(params)  # (n_users, h1), (n_items, h1)
