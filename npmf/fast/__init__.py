@@ -37,7 +37,7 @@ loss with rtol 1e-5.
 
 import numpy as np
 
-from npmf.fast.engines import AdamaxEngine, SGDEngine
+from npmf.fast.engines import AdamaxEngine, MFSGDEngine, SGDEngine
 from npmf.fast.kernels import DeepBatchedKernel, DeepLinearKernel, MFKernel
 from npmf.models import EMBEDDING_KEYS, mf
 from npmf.optim import SGD, Adamax, L2Penalty
@@ -109,6 +109,9 @@ def select_engine(model, params, optimizer, batch_size, penalty=0.01):
         or (penalty.l2 and getattr(optimizer, "bias_lr_scale", 1.0) != 1.0)
     )
     if type(optimizer) is SGD and not split_table:
+        if model is mf and set(params) == set(EMBEDDING_KEYS) and rows is None:
+            # the tutorial's case: per-sample scatter, no row layout
+            return MFSGDEngine(batch_size, penalty, params["P"].shape[1])
         engine = SGDEngine
     elif type(optimizer) is Adamax:
         engine = AdamaxEngine

@@ -218,3 +218,42 @@ def epoch_batches(u, i, r, order, batch_size, n_users, n_items):
                 irows[ibounds[b] : ibounds[b + 1]],
                 joint[2 * b * batch_size : 2 * b * batch_size + 2 * size],
             )
+
+
+def epoch_slices(u, i, r, order, batch_size):
+    """Yield one epoch's batches as plain ``(u, i, r)`` slices, in order.
+
+    Parameters
+    ----------
+    u, i : ndarray of shape (n,)
+        User and item indices.
+    r : ndarray of shape (n,)
+        Centred targets.
+    order : ndarray of shape (n_train,) or None
+        Samples to train on, in order; every sample in array order when None.
+    batch_size : int
+        Batch size; the last partial batch is kept.
+
+    Yields
+    ------
+    u, i : ndarray of shape (batch,), int32
+    r : ndarray of shape (batch,), float32
+
+    Notes
+    -----
+    For kernels that scatter per sample straight into the tables and need
+    no distinct-row layout (:class:`npmf.fast.engines.MFSGDEngine`). The
+    samples are gathered :data:`CHUNK_BATCHES` batches at a time, so no
+    epoch-sized copy of the ids is made.
+    """
+    n = len(r) if order is None else len(order)
+    chunk = CHUNK_BATCHES * batch_size
+    for start in range(0, n, chunk):
+        sel = slice(start, min(start + chunk, n))
+        if order is not None:
+            sel = order[sel]
+        uc = np.ascontiguousarray(u[sel], dtype=np.int32)  # (chunk,)
+        ic = np.ascontiguousarray(i[sel], dtype=np.int32)  # (chunk,)
+        rc = np.ascontiguousarray(r[sel], dtype=np.float32)  # (chunk,)
+        for b in range(0, len(rc), batch_size):
+            yield uc[b : b + batch_size], ic[b : b + batch_size], rc[b : b + batch_size]
