@@ -10,7 +10,7 @@ import contextlib
 import numpy as np
 
 from npmf.fast.batching import epoch_batches, epoch_slices, scatter_rows
-from npmf.fast.kernels import RankOneRows, fast_loss
+from npmf.fast.kernels import RankOneRows, _row_dots, fast_loss
 from npmf.models import EMBEDDING_KEYS
 from npmf.optim import BIAS_KEYS, key_learning_rate
 
@@ -414,7 +414,7 @@ class MFSGDEngine:
             b_sum += bi.take(ib)
 
             # r_hat = s^2 P~[u] . Q~[i] + s (bu~[u] + bi~[i])
-            dot = np.vecdot(X[:nb], X[nb:])  # (batch,)
+            dot = _row_dots(X[:nb], X[nb:])  # (batch,)
             r_hat = dot * F32(s * s)  # (batch,)
             r_hat += b_sum * F32(s)
             loss, dr_hat = loss_fn(r_hat, rb)  # scalar, (batch,)
