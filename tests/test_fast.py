@@ -273,6 +273,32 @@ def test_mf_sgd_engine_for_the_tutorial_penalty_only():
         assert type(engine) is engines.SGDEngine
 
 
+def test_table_penalty_log_shares_second_order_term_by_q():
+    """Hand-worked: with ``q`` proportional to the true ``g`` the log is exact.
+
+    Two steps from ``S = 10``: (n 2, s 1, cross 0.5, g 0.1) then (n 3,
+    s 0.9, cross -0.2, g 0.3), logged with ``q = 1`` and ``q = 3``. Exact
+    penalties: step 1 ``l2 * 1 * 10``, step 2 ``l2 * 0.81 * (10 + 1 + 0.1)``,
+    so the n-weighted total is ``l2 * (20 + 3 * 0.81 * 11.1) = l2 * 46.973``.
+    The log sees ``S = 11`` before step 2 (first order only) and, at the
+    close, the exact ``S = 11.0``: ``g_total = 11.0 - 10.6 = 0.4``, owed
+    ``l2 * 0.4 * (3 * 0.81 * 1) / 4 = l2 * 0.243``, and
+    ``20 + 26.73 + 0.243 = 46.973``.
+    """
+    l2 = 0.01
+    log = engines._TablePenaltyLog(l2, 10.0)
+    total = 2 * log.value(1.0)
+    log.advance(2, 1.0, 0.5, 1.0)
+    assert log.value(0.9) == pytest.approx(l2 * 0.81 * 11.0)
+    total += 3 * log.value(0.9)
+    log.advance(3, 0.9, -0.2, 3.0)
+    total += log.close(10.0 + 2 * 0.5 + 0.1 + 2 * -0.2 + 0.3)
+    assert total == pytest.approx(l2 * 46.973, rel=1e-12)
+    # the next segment starts from the exact sum, with nothing owed
+    assert log.sum_sq == pytest.approx(11.0)
+    assert log.close(11.0) == 0.0
+
+
 # rate -> rtol of the logged epoch loss against the reference path
 SHARED_TERM_RTOL = {0.05: 1e-6, 0.5: 1e-4, 2.0: 3e-3}
 
