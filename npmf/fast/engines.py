@@ -128,7 +128,10 @@ def _sgd_dense(kernel, params, key, kind, a, b, lr, l2_dense):
     elif kind == "column":
         W[:, 0] -= F32(lr) * a
     else:
-        W -= F32(lr) * a
+        # NOTE: an "array" gradient is a fresh array of the kernel's, so it
+        # takes lr * dW in place and W is read and written once
+        a *= F32(lr)
+        W -= a
 
 
 class SGDEngine:
