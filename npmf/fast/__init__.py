@@ -41,8 +41,8 @@ loss with rtol 1e-5.
 NOTE: one logged value is not exact algebra. ``MFSGDEngine`` shares the
 second-order part of the change of ``sum(W ** 2)`` among the steps of a
 segment instead of computing it per step; its parameters are exact, and its
-logged loss differs from the exact running sum by 4e-8 of its value on the
-tutorial (16 epochs of ml-100k), up to 1.4e-3 on a toy problem at rate 2.0
+logged loss differs from the exact running sum by 1.2e-7 of its value on the
+first tutorial epoch of ml-100k, up to 1.4e-3 on a toy problem at rate 2.0
 where every row repeats in every batch (``tests/test_fast.py``).
 """
 

@@ -349,10 +349,11 @@ class MFSGDEngine:
     proportion to ``q_b = sum(wb ** 2)`` (:class:`_TablePenaltyLog`).
 
     NOTE: the parameters are exact; only the logged loss depends on that
-    sharing, through a second-order term whose segment total is exact. On the
-    tutorial epoch it moves the loss by 7e-8 of its value against the exact
-    running sum of :class:`SGDEngine`; the error grows with the step size
-    squared and with rows repeated in a batch (``tests/test_fast.py``). The
+    sharing, through a second-order term whose segment total is exact. On
+    the tutorial's first epoch it moves the loss by 1.2e-7 of its value
+    against the exact running sum of :class:`SGDEngine`; the error grows
+    with the step size squared and with rows repeated in a batch
+    (``tests/test_fast.py``). The
     exact per-step sum costs a second gather of the rows, a third of the step.
     The step loss handed to ``on_batch`` (progress, divergence check) has the
     first-order sum only.
