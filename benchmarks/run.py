@@ -255,6 +255,23 @@ def _pool(rounds):
     return out
 
 
+def _rounds_note(results):
+    """The paragraph on the pooled rounds, when the run had any."""
+    pooled = [r for r in results if r.get("round_medians")]
+    if not pooled:
+        return []
+    medians = "; ".join(
+        f"{_key(r)} {r['impl']} {', '.join(_fmt(m, 3) for m in r['round_medians'])} s"
+        for r in pooled
+    )
+    return [
+        f"On the tutorial models ({', '.join(ROUND_MODELS)}) npmf and Keras take "
+        f"turns, {ROUNDS} processes each; their timed epochs are pooled (medians "
+        f"of the single rounds: {medians}).",
+        "",
+    ]
+
+
 def _fmt(x, digits=3):
     if x is None:
         return "-"
@@ -309,17 +326,7 @@ def summarise(results, info):
         "threads): on a busy machine it shows the work done, where wall time "
         "also counts waiting for a core.",
         "",
-        f"For {' and '.join(ROUND_MODELS)}, npmf and Keras take turns, "
-        f"{ROUNDS} processes each; their timed epochs are pooled (medians "
-        "of the single rounds: "
-        + "; ".join(
-            f"{_key(r)} {r['impl']} "
-            f"{', '.join(_fmt(m, 3) for m in r['round_medians'])} s"
-            for r in results
-            if r.get("round_medians")
-        )
-        + ").",
-        "",
+        *_rounds_note(results),
         "| model | implementation | epochs | median s/epoch | final RMSE | "
         "peak RSS MB | speedup_vs_keras | CPU s/epoch | CPU speedup_vs_keras |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -26,6 +26,28 @@ class UsageError(Exception):
     """A mistake in the command line or its inputs, reported in one line."""
 
 
+def _plural(n, word):
+    """``"1 epoch"``, ``"2 epochs"``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def check_out(path, folder):
+    """Refuse an ``--out`` that cannot be written, before any work is done.
+
+    ``folder`` says whether ``path`` is a folder to fill (``train``) or a
+    file to write. The nearest existing ancestor must be a folder: a file in
+    the way would only fail once the outputs are written.
+    """
+    if path.exists() and path.is_dir() != folder:
+        kind = "is not a folder" if folder else "is a folder, not a file"
+        raise UsageError(f"--out {path} exists and {kind}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"--out {path}: {parent} is a file, not a folder")
+            return
+
+
 # ---------------------------------------------------------------- arguments
 
 
@@ -411,6 +433,20 @@ def load_ratings(args):
         raise UsageError(
             f"--dataset must be one of {sorted(data.DATASETS)}, got {name!r}"
         )
+    layout = {
+        "--format": args.format is not None,
+        "--sep": args.sep is not None,
+        "--user-col": args.user_col != "user",
+        "--item-col": args.item_col != "item",
+        "--rating-col": args.rating_col != "rating",
+    }
+    given = [flag for flag, set_ in layout.items() if set_]
+    if given:
+        verb = "describes" if len(given) == 1 else "describe"
+        raise UsageError(
+            f"{', '.join(given)} {verb} a --ratings file; the named dataset "
+            f"{name} has its own layout"
+        )
     ratings = data.load_dataset(
         name, args.data_dir, download=args.download, duplicates=args.duplicates
     )
@@ -530,8 +566,7 @@ def cmd_train(args):
     # check the flags before reading any data
     model = build_estimator(args)
     model._check_hyperparameters()
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out} exists and is not a folder")
+    check_out(args.out, folder=True)
     checkpoint = args.out / "checkpoint.npz" if args.checkpoint or args.resume else None
     if args.resume and not checkpoint.is_file():
         print(f"note: no checkpoint at {checkpoint}; training from epoch 1")
@@ -543,6 +578,12 @@ def cmd_train(args):
         f"{ratings.item.nunique()} items; train {len(train)}, test {len(test)}"
     )
 
+    ran = []  # the epochs of this run, not those resumed from a checkpoint
+
+    def on_epoch_end(rec):
+        ran.append(rec)
+        print(_format_record(rec, model.n_epochs), flush=True)
+
     t0 = time.perf_counter()
     model.fit(
         train[["user", "item"]],
@@ -551,7 +592,7 @@ def cmd_train(args):
         user_ids=ratings["user"].unique(),
         item_ids=ratings["item"].unique(),
         progress=not args.no_progress and sys.stderr.isatty(),
-        on_epoch_end=lambda rec: print(_format_record(rec, model.n_epochs), flush=True),
+        on_epoch_end=on_epoch_end,
         checkpoint=checkpoint,
         resume=args.resume,
     )
@@ -573,9 +614,13 @@ def cmd_train(args):
         with atomic_path(out / "metrics.json") as tmp:
             tmp.write_text(json.dumps(scores, indent=2) + "\n")
 
+    # NOTE: with early stopping `ran` also holds the search before the
+    # refit; a resumed run (never early-stopped) lacks the checkpoint's epochs
+    resumed = max(len(model.history_) - len(ran), 0) if args.resume else 0
     print(
-        f"trained {len(model.history_)} epochs in {seconds:.1f}s; "
-        f"wrote {out}/model.npz, history.csv, metrics.json, rmse.png"
+        f"trained {_plural(len(model.history_) - resumed, 'epoch')} in {seconds:.1f}s"
+        + (f" after {_plural(resumed, 'epoch')} from the checkpoint" if resumed else "")
+        + f"; wrote {out}/model.npz, history.csv, metrics.json, rmse.png"
     )
     if interrupted:
         print(
@@ -652,6 +697,8 @@ def cmd_cv(args):
 
     if args.ratings is not None or (args.dataset or "ml-100k") != "ml-100k":
         raise UsageError("cv uses the canonical ml-100k folds: --dataset ml-100k only")
+    if args.out is not None:
+        check_out(args.out, folder=False)
     folds = [f.strip() for f in args.folds.split(",") if f.strip()]
     bad = [f for f in folds if f not in data.CANONICAL_FOLDS]
     if not folds or bad:
@@ -789,6 +836,8 @@ def cmd_predict(args):
     """Predict ratings for one pair or a file of pairs."""
     import pandas as pd
 
+    if args.out is not None:
+        check_out(args.out, folder=False)
     model, _ = _load_model_dir(args.model_dir)
     if args.pairs is not None:
         if args.user is not None or args.item is not None:
@@ -987,6 +1036,22 @@ _PARAM_FLAGS = {
 }
 """Estimator hyperparameters whose command-line flag has another name."""
 
+_SAME_NAME_FLAGS = (
+    "l2",
+    "test_size",
+    "patience",
+    "activation",
+    "checkpoint",
+    "optimizer",
+    "loss",
+    "penalty",
+    "hidden",
+    "preset",
+    "clip",
+    "seed",
+)
+"""Parameters named like their flag; renamed only where a message judges them."""
+
 
 def _as_flags(message):
     """Name command-line flags where a library message names keywords."""
@@ -996,6 +1061,10 @@ def _as_flags(message):
         # whole words only: "n_epochs=3" reads "--epochs 3"; "x_lr_decay" stays
         message = re.sub(rf"(?<![\w-]){name}=", f"{flag} ", message)
         message = re.sub(rf"(?<![\w-]){name}\b", flag, message)
+    for name in _SAME_NAME_FLAGS:
+        # "l2 must be" reads "--l2 must be"; "the loss is" stays as it is
+        flag = "--" + name.replace("_", "-")
+        message = re.sub(rf"(?<![\w-]){name}(?= must| cannot|=)", flag, message)
     return message
 
 

@@ -49,6 +49,7 @@ DATASETS = {
         "sha256": "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
         "size": 4924029,
         "folder": "ml-100k",
+        "n_ratings": 100_000,
         "ratings": "u.data",
         "format": "ml-100k",
         "titles": "u.item",
@@ -58,6 +59,7 @@ DATASETS = {
         "sha256": "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
         "size": 5917549,
         "folder": "ml-1m",
+        "n_ratings": 1_000_209,
         "ratings": "ratings.dat",
         "format": "ml-1m",
         "titles": "movies.dat",
@@ -67,6 +69,7 @@ DATASETS = {
         "sha256": "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
         "size": 978202,
         "folder": "ml-latest-small",
+        "n_ratings": 100_836,
         "ratings": "ratings.csv",
         "format": "ml-latest",
         "titles": "movies.csv",
@@ -76,6 +79,7 @@ DATASETS = {
         "sha256": "8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa",
         "size": 261978986,
         "folder": "ml-25m",
+        "n_ratings": 25_000_095,
         "ratings": "ratings.csv",
         "format": "ml-latest",
         "titles": "movies.csv",
@@ -984,11 +988,24 @@ def load_dataset(name, data_dir=None, download=False, duplicates="error"):
     Raises
     ------
     DataError
-        If the dataset is missing or its file is malformed.
+        If the dataset is missing, its file is malformed, or it holds another
+        number of ratings than the published dataset.
     """
     info = _dataset_info(name)
     folder = dataset_path(name, data_dir, download=download)
-    return read_ratings(folder / info["ratings"], info["format"], duplicates=duplicates)
+    path = folder / info["ratings"]
+    ratings = read_ratings(path, info["format"], duplicates=duplicates)
+    # NOTE: the sha256 is checked on download; a file cut short or edited
+    # since then still parses, so its count of ratings is checked on load
+    expected = info.get("n_ratings")
+    if expected is not None and len(ratings) != expected:
+        raise DataError(
+            f"{path}: {len(ratings):,} ratings where {name} has {expected:,}; "
+            f"the file is damaged or was changed: delete {folder} and run "
+            f"`npmf download {name}`, or train on the file itself with "
+            f"--ratings {path}"
+        )
+    return ratings
 
 
 # ------------------------------------------------------------------ titles

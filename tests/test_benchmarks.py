@@ -80,3 +80,12 @@ def test_speedups_of_fewer_threads_are_for_information():
     )
     (one,) = [x for x in lines if x.startswith("- deep-relu (npmf 1 thread(s)): 1.5x")]
     assert "for information only, Keras had 2 threads" in one
+
+
+def test_rounds_note_only_when_rounds_were_run():
+    """A quick run has no rounds, so no paragraph about them."""
+    assert run._rounds_note([]) == []
+    a = _round(1, [9.0, 2.0, 4.0], [1.0, 10.0, 20.0])
+    b = _round(2, [9.0, 3.0, 5.0], [1.0, 30.0, 40.0])
+    (note, blank) = run._rounds_note(run.pool_rounds([a, b]))
+    assert "deep-relu npmf 4, 5 s" in note and blank == ""

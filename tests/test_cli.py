@@ -235,12 +235,49 @@ def test_checkpoint_then_resume(ratings_csv, tmp_path, capsys):
         "3/4",
         "4/4",
     ]
+    assert "trained 2 epochs in " in out
+    assert " after 2 epochs from the checkpoint; wrote " in out
     with (
         np.load(tmp_path / "a" / "model.npz") as a,
         np.load(tmp_path / "b" / "model.npz") as b,
     ):
         for key in ("param.P", "param.Q", "param.bu", "param.bi"):
             assert a[key].tobytes() == b[key].tobytes()
+
+
+def test_out_behind_a_file_refused_before_training(ratings_csv, tmp_path, capsys):
+    """--out under a file fails at once, naming the file in the way."""
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    code, out, err = run(
+        small_train(ratings_csv) + ["--epochs", "1", "--out", blocker / "sub"], capsys
+    )
+    assert code == 2 and out == ""
+    assert f"--out {blocker / 'sub'}: {blocker} is a file, not a folder" in err
+    code, _, err = run(["cv", "--out", blocker / "cv.json"], capsys)
+    assert code == 2 and f"{blocker} is a file, not a folder" in err
+    code, _, err = run(["cv", "--out", tmp_path], capsys)
+    assert code == 2 and "exists and is a folder, not a file" in err
+
+
+def test_file_layout_flags_refused_with_a_named_dataset(tmp_path, capsys):
+    """--user-col and friends describe --ratings files, not ml-100k."""
+    argv = ["train", "--dataset", "ml-100k", "--out", tmp_path / "o"]
+    code, _, err = run(argv + ["--user-col", "foo"], capsys)
+    assert code == 2
+    assert "--user-col describes a --ratings file; the named dataset ml-100k" in err
+    code, _, err = run(argv + ["--sep", ";", "--rating-col", "r"], capsys)
+    assert code == 2 and "--sep, --rating-col describe a --ratings file" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_library_messages_name_the_flags(ratings_csv, tmp_path, capsys):
+    """A parameter judged by the library is reported by its flag."""
+    argv = small_train(ratings_csv) + ["--out", tmp_path / "o"]
+    code, _, err = run(argv + ["--l2", "-1"], capsys)
+    assert code == 2 and "error: --l2 must be a finite number >= 0, got -1.0" in err
+    code, _, err = run(argv + ["--patience", "0"], capsys)
+    assert code == 2 and "error: --patience must be" in err
 
 
 def test_deep_activation_without_hidden(capsys):

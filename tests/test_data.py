@@ -255,6 +255,7 @@ def test_download_fetches_verifies_and_unzips(tmp_path, serve, monkeypatch):
         **DATASETS["ml-100k"],
         "url": serve("ml-100k.zip", data),
         "sha256": hashlib.sha256(data).hexdigest(),
+        "n_ratings": 2,
     }
     monkeypatch.setitem(DATASETS, "ml-100k", info)
     home = tmp_path / "home"
@@ -268,6 +269,22 @@ def test_download_fetches_verifies_and_unzips(tmp_path, serve, monkeypatch):
     assert read_titles("ml-100k", home) == {10: "Café (1999)"}
     assert sorted(p.name for p in home.iterdir()) == ["ml-100k"]
     assert download("ml-100k", home) == home / "ml-100k"
+
+
+def test_load_refuses_a_named_dataset_cut_short(data_dir, tmp_path):
+    """A u.data cut inside a timestamp parses, but its count gives it away."""
+    lines = (data_dir / "ml-100k" / "u.data").read_bytes().splitlines(keepends=True)
+    folder = tmp_path / "ml-100k"
+    folder.mkdir()
+    # 50,000 whole lines and the next one without its timestamp's last digits
+    (folder / "u.data").write_bytes(b"".join(lines[:50_000]) + lines[50_000][:-4])
+
+    with pytest.raises(DataError) as info:
+        load_dataset("ml-100k", tmp_path)
+    message = str(info.value)
+    assert str(folder / "u.data") in message
+    assert "50,001 ratings where ml-100k has 100,000" in message
+    assert "npmf download ml-100k" in message
 
 
 def test_download_wrong_hash_leaves_nothing(tmp_path, serve, monkeypatch):
