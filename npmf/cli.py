@@ -330,7 +330,13 @@ def build_parser():
     )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("recommend", allow_abbrev=False, help="top-N items for a user")
+    p = sub.add_parser(
+        "recommend",
+        allow_abbrev=False,
+        help="top-N items for a user",
+        description="The user's top-N items by predicted rating, leaving out the "
+        "items the user rated in training.",
+    )
     p.add_argument("--model-dir", type=Path, required=True)
     p.add_argument("--user", required=True)
     p.add_argument("-n", type=int, default=10, help="how many items")
@@ -866,10 +872,11 @@ def cmd_predict(args):
         from npmf.io import atomic_path
 
         with atomic_path(args.out) as tmp:
-            table.to_csv(tmp, index=False)
+            table.to_csv(tmp, index=False, float_format="%.4f")
         print(f"wrote {len(table)} predictions to {args.out}")
     else:
-        print(table.to_string(index=False))
+        # four decimals always, so the column reads alike from model to model
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     return 0
 
 

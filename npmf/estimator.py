@@ -293,9 +293,7 @@ class RatingModel:
             stop_rows, fit_rows = _carve(len(r), self.validation_fraction, rng)
             stop_set = (u[stop_rows], i[stop_rows], r[stop_rows])
 
-        # n_epochs may grow between the run and its resumption
-        settings = {k: v for k, v in self.get_params().items() if k != "n_epochs"}
-        fingerprint = _fingerprint(u, i, y, settings)
+        fingerprint = _fingerprint(u, i, y, self._run_settings())
         _check_memory(self, n_users, n_items)
         self.params_ = self._init_params(n_users, n_items, rng)
         try:
@@ -334,6 +332,10 @@ class RatingModel:
             raise
         return self
 
+    def _run_settings(self):
+        """Hyperparameters a checkpoint must share; n_epochs may grow."""
+        return {k: v for k, v in self.get_params().items() if k != "n_epochs"}
+
     def _run(
         self,
         train,
@@ -358,7 +360,12 @@ class RatingModel:
         history, start_epoch = [], 1
         if checkpoint is not None and resume and Path(checkpoint).is_file():
             history = load_checkpoint(
-                checkpoint, self, self.optimizer_, rng, fingerprint
+                checkpoint,
+                self,
+                self.optimizer_,
+                rng,
+                fingerprint,
+                settings=self._run_settings(),
             )
             start_epoch = len(history) + 1
             if len(history) > n_epochs:
@@ -393,7 +400,13 @@ class RatingModel:
                 stop = epoch - best["epoch"] >= self.patience
             if checkpoint is not None:
                 save_checkpoint(
-                    checkpoint, self.params_, self.optimizer_, rng, history, fingerprint
+                    checkpoint,
+                    self.params_,
+                    self.optimizer_,
+                    rng,
+                    history,
+                    fingerprint,
+                    settings=self._run_settings(),
                 )
             if on_epoch_end is not None:
                 on_epoch_end(record)

@@ -228,7 +228,7 @@ class _ShapeOnlyRng:
         return np.zeros(size)
 
 
-def save_checkpoint(path, params, optimizer, rng, history, fingerprint):
+def save_checkpoint(path, params, optimizer, rng, history, fingerprint, settings=None):
     """Write a training checkpoint atomically.
 
     Parameters
@@ -246,10 +246,13 @@ def save_checkpoint(path, params, optimizer, rng, history, fingerprint):
         Records of the completed epochs.
     fingerprint : str
         Hash of the data and hyperparameters the run uses.
+    settings : dict or None, default=None
+        The hyperparameters themselves, so that a mismatch can be named.
     """
     arrays = {
         "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
         "fingerprint": np.array(fingerprint),
+        "settings": np.array(_settings_json(settings or {})),
         "history": np.array(json.dumps(history)),
         "rng_state": np.array(json.dumps(rng.bit_generator.state)),
     }
@@ -260,7 +263,26 @@ def save_checkpoint(path, params, optimizer, rng, history, fingerprint):
             np.savez(fh, **arrays)
 
 
-def load_checkpoint(path, model, optimizer, rng, fingerprint):
+def _settings_json(settings):
+    """Hyperparameters as sorted JSON (tuples become lists)."""
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def _settings_diff(saved, settings):
+    """``"name: a there, b here"`` for each hyperparameter that differs."""
+    try:
+        theirs = json.loads(saved)
+    except ValueError:
+        return []
+    ours = json.loads(_settings_json(settings))
+    return [
+        f"{key} {theirs.get(key)!r} there, {ours.get(key)!r} here"
+        for key in sorted(set(theirs) | set(ours))
+        if theirs.get(key) != ours.get(key)
+    ]
+
+
+def load_checkpoint(path, model, optimizer, rng, fingerprint, settings=None):
     """Restore parameters, optimizer and generator from a checkpoint.
 
     Parameters
@@ -275,6 +297,8 @@ def load_checkpoint(path, model, optimizer, rng, fingerprint):
         Generator to restore.
     fingerprint : str
         Hash of this run's data and hyperparameters.
+    settings : dict or None, default=None
+        This run's hyperparameters, to name the ones that differ.
 
     Returns
     -------
@@ -288,9 +312,15 @@ def load_checkpoint(path, model, optimizer, rng, fingerprint):
     """
     data = _read_npz(path)
     if str(data.get("fingerprint", "")) != fingerprint:
+        diff = []
+        if settings is not None and "settings" in data:
+            diff = _settings_diff(str(data["settings"]), settings)
+            what = "; ".join(diff) if diff else "same hyperparameters, other data"
+        else:
+            what = "different data or hyperparameters"
         raise ModelFileError(
-            f"{path}: checkpoint of another run (different data or "
-            f"hyperparameters); delete it or train without --resume"
+            f"{path}: checkpoint of another run ({what}); delete it or train "
+            f"without --resume"
         )
     for key, W in model.params_.items():
         saved = data.get(f"param.{key}")

@@ -407,6 +407,12 @@ def test_predict_pairs_odd_id_is_unknown_alone(int_model, tmp_path, capsys):
     assert lines[1] == out_alone.strip().splitlines()[1]
     assert lines[1].split()[3:] == ["trained", "trained"]
     assert [line.split()[3] for line in lines[2:]] == ["unknown", "unknown"]
+    # predictions always show four decimals, on screen and in --out
+    assert all(len(line.split()[2].split(".")[1]) == 4 for line in lines[1:])
+    saved = tmp_path / "pred.csv"
+    run(["predict", "--model-dir", int_model, "--pairs", mixed, "--out", saved], capsys)
+    rows = saved.read_text().splitlines()[1:]
+    assert [row.split(",")[2] for row in rows] == [x.split()[2] for x in lines[1:]]
 
 
 @pytest.mark.parametrize(

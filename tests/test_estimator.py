@@ -189,9 +189,16 @@ def test_resume_refuses_checkpoint_of_other_run(tmp_path):
     X, y = synthetic_rank1()
     ckpt = tmp_path / "ckpt.npz"
     MFRegressor(n_factors=4, n_epochs=1, seed=0).fit(X, y, checkpoint=ckpt)
-    with pytest.raises(ValueError, match="checkpoint of another run"):
+    with pytest.raises(ValueError, match=r"another run \(same hyperparameters, other"):
         MFRegressor(n_factors=4, n_epochs=2, seed=0).fit(
             X, y + 1, checkpoint=ckpt, resume=True
+        )
+    # the hyperparameters that differ are named, with both values
+    with pytest.raises(
+        ValueError, match=r"another run \(l2 0\.01 there, 0\.02 here; n_factors 4 there"
+    ):
+        MFRegressor(n_factors=5, n_epochs=2, seed=0, l2=0.02).fit(
+            X, y, checkpoint=ckpt, resume=True
         )
 
 
