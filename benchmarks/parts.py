@@ -169,9 +169,10 @@ def main(argv=None):
     ]
     text = "\n".join(lines)
     print(text)
-    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, args.out)
+    from npmf.io import atomic_path
+
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(text)
 
 
 if __name__ == "__main__":

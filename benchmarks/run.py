@@ -54,6 +54,7 @@ def plan(quick, threads):
         if quick and model != "mf":
             # NOTE: a fifth of the training set keeps the smoke run short
             base["train_fraction"] = 0.2
+        last = {}  # the round tag of the npmf and Keras runs below
         if model in ROUND_MODELS and not quick:
             # NOTE: the host has slow spells of seconds to minutes (the same
             # npmf deep-relu epoch took 3.7 s in one full run and 4.8 s in the
@@ -62,17 +63,14 @@ def plan(quick, threads):
             for n in range(1, ROUNDS):
                 runs.append(dict(base, impl="npmf", engine="auto", round=n))
                 runs.append(dict(base, impl="keras", round=n))
-            base = dict(base, round=ROUNDS)
-        runs.append(dict(base, impl="npmf", engine="auto"))
+            last = {"round": ROUNDS}
+        runs.append(dict(base, impl="npmf", engine="auto", **last))
         if model == "deep-relu" and threads > 1 and not quick:
             # NOTE: GEMM-bound; OpenBLAS threads suffer most on a busy machine
-            one = dict(base, impl="npmf", engine="auto", threads=1)
-            one.pop("round", None)
-            runs.append(one)
+            runs.append(dict(base, impl="npmf", engine="auto", threads=1))
         if not (quick and model == "deep-relu"):
-            runs.append(dict(base, impl="keras"))
+            runs.append(dict(base, impl="keras", **last))
         if not quick and model != "deep-relu":
-            base.pop("round", None)
             runs.append(dict(base, impl="npmf", engine="reference"))
     if not quick:
         # Adamax is dense by definition: every row moves every step
@@ -241,14 +239,12 @@ def _pool(rounds):
     warm = ok[0].get("warmup", 1)
     out = dict(ok[-1], rounds=len(ok))
     out.pop("round", None)
+    medians = {"times": "median_s_per_epoch", "cpu_times": "median_cpu_s_per_epoch"}
     for key in ("times", "cpu_times", "gflops_per_epoch"):
         pooled = [t for r in ok for t in r.get(key, [])[warm:]]
         out[key] = pooled
-        if key != "gflops_per_epoch":
-            median = float(np.median(pooled)) if pooled else None
-            out[{"times": "median_s_per_epoch"}.get(key, "median_cpu_s_per_epoch")] = (
-                median
-            )
+        if key in medians:
+            out[medians[key]] = float(np.median(pooled)) if pooled else None
     out["warmup"] = 0
     out["round_medians"] = [r["median_s_per_epoch"] for r in ok]
     out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
@@ -537,10 +533,13 @@ def main(argv=None):
     results = pool_rounds(results)
     report = summarise(results, info)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(
-        json.dumps({"machine": info, "results": results}, indent=2)
-    )
-    (out / "results.md").write_text(report)
+    from npmf.io import atomic_path
+
+    # each file whole or not at all: a run cut short leaves the last results
+    with atomic_path(out / "results.json") as tmp:
+        tmp.write_text(json.dumps({"machine": info, "results": results}, indent=2))
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(report)
     print(report)
     print(f"wrote {out / 'results.md'}")
 

@@ -168,6 +168,24 @@ def _joint(ucompact, icompact, ubounds, batch_size):
     return np.concatenate([full.ravel(), ucompact[n_full:], shifted[n_full:]])
 
 
+def _epoch_chunks(u, i, r, order, batch_size):
+    """Yield the epoch's samples in order, :data:`CHUNK_BATCHES` batches at a time.
+
+    Each chunk is ``(u, i, r)`` as contiguous int32, int32 and float32
+    copies, so no epoch-sized copy of the ids is made.
+    """
+    n = len(r) if order is None else len(order)
+    chunk = CHUNK_BATCHES * batch_size
+    for start in range(0, n, chunk):
+        sel = slice(start, min(start + chunk, n))
+        if order is not None:
+            sel = order[sel]
+        uc = np.ascontiguousarray(u[sel], dtype=np.int32)  # (chunk,)
+        ic = np.ascontiguousarray(i[sel], dtype=np.int32)  # (chunk,)
+        rc = np.ascontiguousarray(r[sel], dtype=np.float32)  # (chunk,)
+        yield uc, ic, rc
+
+
 def epoch_batches(u, i, r, order, batch_size, n_users, n_items):
     """Yield one epoch's batches with their scatter layout.
 
@@ -190,17 +208,7 @@ def epoch_batches(u, i, r, order, batch_size, n_users, n_items):
     Batch
         The batch's ids, targets and scatter layout.
     """
-    n = len(r) if order is None else len(order)
-    chunk = CHUNK_BATCHES * batch_size
-    for start in range(0, n, chunk):
-        # gather the chunk's samples in epoch order
-        sel = slice(start, min(start + chunk, n))
-        if order is not None:
-            sel = order[sel]
-        uc = np.ascontiguousarray(u[sel], dtype=np.int32)  # (chunk,)
-        ic = np.ascontiguousarray(i[sel], dtype=np.int32)  # (chunk,)
-        rc = np.ascontiguousarray(r[sel], dtype=np.float32)  # (chunk,)
-
+    for uc, ic, rc in _epoch_chunks(u, i, r, order, batch_size):
         # distinct rows per batch, for both tables, and their stacking
         urows, ubounds, ucompact = _compact(uc, n_users, batch_size)
         irows, ibounds, icompact = _compact(ic, n_items, batch_size)
@@ -242,18 +250,9 @@ def epoch_slices(u, i, r, order, batch_size):
     Notes
     -----
     For kernels that scatter per sample straight into the tables and need
-    no distinct-row layout (:class:`npmf.fast.engines.MFSGDEngine`). The
-    samples are gathered :data:`CHUNK_BATCHES` batches at a time, so no
-    epoch-sized copy of the ids is made.
+    no distinct-row layout (:class:`npmf.fast.engines.MFSGDEngine`); the
+    samples are gathered chunk by chunk as for :func:`epoch_batches`.
     """
-    n = len(r) if order is None else len(order)
-    chunk = CHUNK_BATCHES * batch_size
-    for start in range(0, n, chunk):
-        sel = slice(start, min(start + chunk, n))
-        if order is not None:
-            sel = order[sel]
-        uc = np.ascontiguousarray(u[sel], dtype=np.int32)  # (chunk,)
-        ic = np.ascontiguousarray(i[sel], dtype=np.int32)  # (chunk,)
-        rc = np.ascontiguousarray(r[sel], dtype=np.float32)  # (chunk,)
+    for uc, ic, rc in _epoch_chunks(u, i, r, order, batch_size):
         for b in range(0, len(rc), batch_size):
             yield uc[b : b + batch_size], ic[b : b + batch_size], rc[b : b + batch_size]

@@ -571,9 +571,10 @@ class DeepBatchedKernel:
         # z[b] += (xi Wi)[ci[b]], gathered and added in one pass
         nb = len(cu)
         scatter_rows(z, self.arange[:nb], self.ones[:nb], xi @ Wi, ci)
-        # NOTE: s and b1 come after the sum, in the order of the code before
-        # the gather-add: folding s into xu first moved the rounding of a
-        # pre-activation at 0 and lost Keras parity of a 64-16 relu epoch
+        # NOTE: s and b1 come after the sum, as b1 comes after x W1 in the
+        # reference: folding s into xu before the GEMM (n_uq rows, not batch)
+        # moved the rounding of a pre-activation at 0 and lost Keras parity
+        # of a 64-16 relu epoch
         if s != 1.0:
             z *= F32(s)
         z += params["b1"]
