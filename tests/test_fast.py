@@ -498,6 +498,53 @@ def test_scatter_rows_accumulates_repeated_ids():
     np.testing.assert_allclose(out[1], 2 * src[0] + 3 * src[2], rtol=1e-6)
 
 
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_deep_kernel_buffers_carry_nothing_between_steps(ratings, activation):
+    """A step on kept buffers returns what a fresh kernel returns, bit for bit.
+
+    The batches run 64, 40, then 64 samples again on one kernel, so the
+    40-sample step and the one after it run on buffers a larger batch
+    filled. Every kernel starts with NaN in its buffers, so a step that read
+    an element it had not written would give NaN, which equals nothing.
+    """
+    u, i, r = ratings
+    params = mlp.init_params(N_USERS, N_ITEMS, K, (16, 8), np.random.default_rng(2))
+    order = np.random.default_rng(0).permutation(N_RATINGS)[: 64 + 40 + 64]
+    # 104 samples in batches of 64 give 64 and 40; the last 64 come after
+    batches = list(batching.epoch_batches(u, i, r, order[:104], 64, N_USERS, N_ITEMS))
+    batches += list(batching.epoch_batches(u, i, r, order[104:], 64, N_USERS, N_ITEMS))
+    assert [len(b.u) for b in batches] == [64, 40, 64]
+    loss_fn = get_loss("rmse")
+
+    def poisoned():
+        # every float buffer NaN: an element read before the step writes it
+        # turns the step's outputs NaN
+        kernel = fast.kernels.DeepBatchedKernel(params, 64, activation)
+        for value in vars(kernel).values():
+            for a in value.values() if isinstance(value, dict) else [value]:
+                if isinstance(a, np.ndarray) and a.dtype == np.float32:
+                    if a is not kernel.ones:
+                        a.fill(np.nan)
+        kept_fields = [v for v in vars(kernel).values() if isinstance(v, list)]
+        for a in (a for lst in kept_fields for a in lst if a is not None):
+            a.fill(np.nan if a.dtype == np.float32 else True)
+        return kernel
+
+    kept = poisoned()
+    for batch in batches:
+        fresh = poisoned()
+        want = fresh.step(params, 0.9, batch, loss_fn, -0.5)
+        got = kept.step(params, 0.9, batch, loss_fn, -0.5)
+        assert np.isfinite(want[0]) and got[0] == want[0] and got[2] == want[2]
+        for key, (rows, G) in want[1].items():
+            assert np.isfinite(G).all(), key
+            np.testing.assert_array_equal(got[1][key][0], rows, err_msg=key)
+            np.testing.assert_array_equal(got[1][key][1], G, err_msg=key)
+        for (key, _, a, _), (_, _, a_got, _) in zip(want[3], got[3]):
+            assert np.isfinite(a).all(), key
+            np.testing.assert_array_equal(a_got, a, err_msg=key)
+
+
 @pytest.mark.parametrize("batch_size", [1, 3, 4, 64])
 def test_epoch_batches_layout(ratings, batch_size):
     """Each batch's distinct rows and compact ids rebuild its ids exactly."""
