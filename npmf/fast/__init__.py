@@ -17,6 +17,9 @@ approximation:
 - the tutorial's MF under SGD skips the distinct-row layout: each sample's
   gradient is scattered straight into its rows, about 15 NumPy calls a step
   (:class:`npmf.fast.engines.MFSGDEngine`);
+- the deep model with a non-linear activation computes its first layer once
+  per distinct user and item, into buffers kept for the epoch
+  (:class:`npmf.fast.kernels.DeepBatchedKernel`);
 - with linear activations the deep model's dense chain is contracted into
   matrix-vector products; its weight gradients are rank one
   (:class:`npmf.fast.kernels.DeepLinearKernel`);
