@@ -544,7 +544,11 @@ class DeepBatchedKernel:
         ]
         self.dW = {key: np.empty_like(params[key]) for key in dense}
         # [a_l > 0] of relu's backward, for l = 1 .. L - 1
-        self.mask = [np.empty((b, params[key].shape[1]), dtype=bool) for key in dense]
+        relu = activation == "relu"
+        self.mask = [
+            np.empty((b, params[key].shape[1]), dtype=bool) if relu else None
+            for key in dense[:-1]
+        ]
         self.sx = np.empty((2, b, k + 1), dtype=F32)  # [s xu, s xi]
         self.dx = np.empty((2, b, k), dtype=F32)  # [dP[uq], dQ[iq]]
         self.dbias = np.empty((2, b), dtype=F32)  # [dbu[uq], dbi[iq]]
@@ -714,7 +718,8 @@ class DeepBatchedKernel:
                 np.multiply(dz, W[:, 0], out=da)  # (batch, in)
             else:
                 np.matmul(dz, W.T, out=da)  # (batch, in)
-            self._backward(da, a_in, self.mask[layer - 2][:nb])
+            mask = self.mask[layer - 2]  # (batch, in) or None
+            self._backward(da, a_in, None if mask is None else mask[:nb])
             dz = da
 
         # first layer: dW1, db1 and the table gradients per distinct row
