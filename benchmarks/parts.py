@@ -139,13 +139,25 @@ def linear_parts(repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.parts")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.parts",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--steps", type=int, default=40, help="relu steps timed")
     parser.add_argument("--repeats", type=int, default=5, help="passes per figure")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "parts.md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "benchmarks" / "parts.md",
+        help="Markdown file the summary is written to",
+    )
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.repeats < 1:
-        parser.error("--steps and --repeats must be at least 1")
+    for name in ("steps", "repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.out.is_dir():
+        # NOTE: checked before the measurements, not when writing after them
+        parser.error(f"--out {args.out} is a directory; expected a file name")
 
     relu = relu_parts(args.steps, args.repeats)
     linear = linear_parts(args.repeats)

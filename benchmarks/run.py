@@ -156,10 +156,21 @@ def run_one(spec, threads, timeout):
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return dict(spec, wall_s=wall, **json.loads(line[len("RESULT ") :]))
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    if "ModuleNotFoundError" in proc.stderr:
-        tail = "not installed: " + tail.split("'")[-2] if "'" in tail else tail
-    return dict(spec, error=tail)
+    return dict(spec, error=_error_line(proc.stderr, proc.returncode))
+
+
+def _error_line(stderr, returncode):
+    """One line saying why a worker failed, from its stderr and exit code.
+
+    The last line naming an error, not whatever a crashing library printed
+    last (a native stack frame, say); a missing module as "not installed".
+    """
+    lines = stderr.strip().splitlines()
+    named = [line for line in lines if "Error" in line or "error:" in line]
+    tail = (named or lines or ["no output"])[-1].strip()
+    if "ModuleNotFoundError" in stderr and "'" in tail:
+        return "not installed: " + tail.split("'")[-2]
+    return f"exit {returncode}: {tail}"
 
 
 def machine_info(threads):
@@ -314,7 +325,10 @@ def summarise(results, info):
         f"{' '.join(f'{x:.1f}' for x in info['load_average_start'])}, at end "
         f"{' '.join(f'{x:.1f}' for x in info['load_average_end'])}",
         "- float32 GEMM rate at the deep model's shapes: "
-        + ", ".join(f"{_fmt(v)} GFLOP/s with {t} thread(s)" for t, v in gemm.items()),
+        + (
+            ", ".join(f"{_fmt(v)} GFLOP/s with {t} thread(s)" for t, v in gemm.items())
+            or "not measured in this run"
+        ),
         "",
         "Median seconds per epoch (wall clock) after one warm-up epoch; RMSE on "
         "the ml-100k tutorial test split after the listed epochs; peak RSS of "
@@ -349,7 +363,7 @@ def summarise(results, info):
             f"{_fmt(r.get('cpu_speedup_vs_keras'))} |"
         )
     lines += _scaling_table(results)
-    lines += _targets(results, gemm)
+    lines += _targets(results, gemm, quick=info.get("quick", False))
     return "\n".join(lines) + "\n"
 
 
@@ -383,7 +397,7 @@ def _scaling_table(results):
     return lines
 
 
-def _targets(results, gemm):
+def _targets(results, gemm, quick=False):
     def get(model, impl="npmf", engine="auto"):
         for r in results:
             if (
@@ -396,6 +410,14 @@ def _targets(results, gemm):
         return None
 
     lines = ["", "## Targets (issue #5)", ""]
+    if quick:
+        lines += [
+            "Quick run (`--quick`): one timed epoch on part of the data, a smoke "
+            "test of the runner. The verdicts below are the full run's targets "
+            "applied to it and change with the host's noise; the committed "
+            "verdicts come from `python -m benchmarks`.",
+            "",
+        ]
     npmf_rows = [
         r
         for r in results
@@ -489,8 +511,39 @@ def _memory_ratio(r):
     return (peak - r["baseline_rss_mb"]) / r["data_params_state_mb"]
 
 
+IMPLEMENTATIONS = ("npmf", "keras", "surprise", "cornac", "synthetic", "gemm")
+"""Names ``--only`` takes: the workers of ``benchmarks/worker.py``."""
+
+
+def _threads(text):
+    """argparse type of ``--threads``: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of threads, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 thread, got {value}")
+    return value
+
+
+def _only(text):
+    """argparse type of ``--only``: known implementation names, comma separated."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in IMPLEMENTATIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown implementation(s) {', '.join(map(repr, unknown)) or repr(text)}; "
+            f"expected a comma-separated subset of {', '.join(IMPLEMENTATIONS)}"
+        )
+    return names
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="npmf benchmarks")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description="npmf benchmarks"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -498,28 +551,39 @@ def main(argv=None):
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_threads,
         default=os.cpu_count(),
-        help="BLAS / TensorFlow threads per process",
+        help="BLAS / TensorFlow threads per process (default: the CPU count)",
     )
     parser.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="directory for results.json and results.md",
+        help="directory for results.json and results.md (default: benchmarks/ "
+        "for a full run, a new temporary directory with --quick or --only)",
     )
     parser.add_argument(
-        "--only", default=None, help="comma-separated implementations to run"
+        "--only",
+        type=_only,
+        default=None,
+        help=f"comma-separated implementations to run: {', '.join(IMPLEMENTATIONS)}",
     )
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        # NOTE: checked before the runs, which take minutes, not after them
+        parser.error(f"--out {args.out} is a file; expected a directory")
+    # NOTE: benchmarks/results.* are the committed full run's; a quick or
+    # partial run writes elsewhere unless told to
+    partial = args.quick or args.only is not None
     out = args.out or (
-        Path(tempfile.mkdtemp(prefix="npmf-bench-")) if args.quick else HERE
+        Path(tempfile.mkdtemp(prefix="npmf-bench-")) if partial else HERE
     )
     info = machine_info(args.threads)
+    info["quick"] = args.quick
     timeout = 600 if args.quick else 1800
     results = []
     for spec in plan(args.quick, args.threads):
-        if args.only and spec["impl"] not in args.only.split(","):
+        if args.only and spec["impl"] not in args.only:
             continue
         result = run_one(spec, args.threads, timeout)
         results.append(result)

@@ -89,3 +89,73 @@ def test_rounds_note_only_when_rounds_were_run():
     b = _round(2, [9.0, 3.0, 5.0], [1.0, 30.0, 40.0])
     (note, blank) = run._rounds_note(run.pool_rounds([a, b]))
     assert "deep-relu npmf 4, 5 s" in note and blank == ""
+
+
+def test_only_names_are_the_workers():
+    """``--only`` takes exactly the implementations the worker can run."""
+    from benchmarks import worker
+
+    assert set(run.IMPLEMENTATIONS) == set(worker.RUNNERS)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--only", "bogus"], "--only: unknown implementation(s) 'bogus'"),
+        (["--only", "npmf,kerass"], "--only: unknown implementation(s) 'kerass'"),
+        (["--threads", "0"], "--threads: expected at least 1 thread, got 0"),
+        (["--threads", "abc"], "--threads: expected a whole number of threads"),
+    ],
+)
+def test_runner_refuses_bad_options_before_running(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_runner_refuses_out_behind_a_file(tmp_path, capsys):
+    """A file where the results directory should go stops the run up front."""
+    path = tmp_path / "results"
+    path.write_text("not a directory")
+    with pytest.raises(SystemExit) as exc:
+        run.main(["--quick", "--out", str(path)])
+    assert exc.value.code == 2
+    assert f"--out {path} is a file; expected a directory" in capsys.readouterr().err
+    assert path.read_text() == "not a directory"
+
+
+def test_parts_refuses_bad_options_before_measuring(tmp_path, capsys):
+    from benchmarks import parts
+
+    for argv, message in [
+        (["--steps", "0"], "--steps must be at least 1, got 0"),
+        (["--repeats", "-2"], "--repeats must be at least 1, got -2"),
+        (["--out", str(tmp_path)], f"--out {tmp_path} is a directory"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            parts.main(argv)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_error_line_names_the_error_not_the_last_native_frame():
+    stderr = (
+        "Traceback (most recent call last):\n"
+        '  File "worker.py", line 3, in <module>\n'
+        "ValueError: intra_op threads must be positive\n"
+        "*** SIGABRT received\n"
+        "  @ 0x7fd617da6ce3 cfunction_call\n"
+    )
+    assert run._error_line(stderr, -6) == (
+        "exit -6: ValueError: intra_op threads must be positive"
+    )
+    assert run._error_line("", 1) == "exit 1: no output"
+    missing = "ModuleNotFoundError: No module named 'surprise'\n"
+    assert run._error_line(missing, 1) == "not installed: surprise"
+
+
+def test_quick_run_says_its_verdicts_are_a_smoke_test():
+    lines = run._targets([], {}, quick=True)
+    assert any(x.startswith("Quick run (`--quick`): one timed epoch") for x in lines)
+    assert not any(x.startswith("Quick run") for x in run._targets([], {}))
