@@ -9,7 +9,9 @@ Two measurements behind the README's account of the deep targets:
   against the time of the step's matrix products alone, each GEMM of
   :class:`npmf.fast.kernels.DeepBatchedKernel` run on arrays of the same
   shapes (the batch's real counts of distinct users and items) with the BLAS
-  default threads. The difference is what the step spends outside BLAS.
+  default threads. The difference is what the step spends outside BLAS; the
+  two are timed in turns, pass after pass, so the host's slow spells fall
+  on both.
 - linear: the four matrix-vector products of a
   :class:`npmf.fast.kernels.DeepLinearKernel` step (``W1`` and ``W2``, each
   both ways) with one and with two BLAS threads.
@@ -92,25 +94,41 @@ def relu_parts(steps, repeats):
             engine="auto",
         )
 
-    step = _time(epoch, repeats) / steps
-
     # the same products on random arrays of each batch's shapes
     rng = np.random.default_rng(0)
     counts = [
         (len(batch.uq), len(batch.iq))
         for batch in epoch_batches(u, i, r, order, BATCH, n_users, n_items)
     ]
-    pairs = []
+    operands = {}
     for m, kk, n in {s for c in counts for s in _gemm_shapes(*c)}:
         a = rng.standard_normal((m, kk)).astype(F32)  # (m, kk)
         b = rng.standard_normal((kk, n)).astype(F32)  # (kk, n)
-        pairs.append(((m, kk, n), a, b))
-    cost = {shape: _time(lambda a=a, b=b: a @ b, repeats) for shape, a, b in pairs}
-    gemm = float(np.mean([sum(cost[s] for s in _gemm_shapes(*c)) for c in counts]))
+        c = np.empty((m, n), dtype=F32)  # (m, n)
+        operands[(m, kk, n)] = (a, b, c)
+
+    def gemms():
+        # into kept outputs, as the kernel writes its products
+        for c in counts:
+            for shape in _gemm_shapes(*c):
+                np.matmul(*operands[shape])
+
+    # NOTE: the steps and their GEMMs alone are timed in turns, pass after
+    # pass, so a slow spell of the host falls on both; "the rest" is the
+    # median of the passes' differences
+    epoch()
+    gemms()  # warm-up
+    step, gemm = [], []
+    for _ in range(repeats):
+        for fn, times in ((epoch, step), (gemms, gemm)):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) / steps)
     mean_uq, mean_iq = np.mean(counts, axis=0)
     return {
-        "step_s": step,
-        "gemm_s": gemm,
+        "step_s": float(np.median(step)),
+        "gemm_s": float(np.median(gemm)),
+        "rest_s": float(np.median(np.subtract(step, gemm))),
         "mean_distinct_users": float(mean_uq),
         "mean_distinct_items": float(mean_iq),
     }
@@ -161,7 +179,7 @@ def main(argv=None):
 
     relu = relu_parts(args.steps, args.repeats)
     linear = linear_parts(args.repeats)
-    rest = relu["step_s"] - relu["gemm_s"]
+    rest = relu["rest_s"]
     lines = [
         "# Where a deep-model step's time goes",
         "",
@@ -172,7 +190,8 @@ def main(argv=None):
         f"- relu 2048-256, batch {BATCH}, SGD fast path: "
         f"{relu['step_s'] * 1e3:.1f} ms a step; its GEMMs alone "
         f"{relu['gemm_s'] * 1e3:.1f} ms; the rest {rest * 1e3:.1f} ms "
-        f"(distinct users {relu['mean_distinct_users']:.0f}, items "
+        f"(medians of {args.repeats} passes of each, timed in turns; distinct "
+        f"users {relu['mean_distinct_users']:.0f}, items "
         f"{relu['mean_distinct_items']:.0f} of {BATCH} per batch)",
         f"- linear: a step's four matrix-vector products take "
         f"{linear[1] * 1e6:.0f} us on 1 BLAS thread, "
