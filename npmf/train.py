@@ -182,7 +182,11 @@ def run_epoch(
     # whole-table penalty whose bias tables decay at another rate than the
     # factor tables (see select_engine)
     pen = as_penalty(l2)
-    fast_engine = _select_engine(engine, model, params, optimizer, batch_size, pen)
+    n = len(r) if order is None else len(order)
+    # NOTE: fast kernels keep buffers for their largest batch, which is never
+    # larger than the epoch
+    largest = max(min(batch_size, n), 1)
+    fast_engine = _select_engine(engine, model, params, optimizer, largest, pen)
 
     def on_batch(b, loss, size):
         # stop at the first non-finite loss, naming where it happened
@@ -209,7 +213,6 @@ def run_epoch(
         )
 
     # reference path: one train_step per batch
-    n = len(r) if order is None else len(order)
     total = 0.0
     for b, (start, stop) in enumerate(batches(n, batch_size), start=1):
         sel = slice(start, stop) if order is None else order[start:stop]

@@ -545,7 +545,35 @@ def test_deep_kernel_buffers_carry_nothing_between_steps(ratings, activation):
             np.testing.assert_array_equal(a_got, a, err_msg=key)
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 4, 64])
+def test_fast_kernel_buffers_are_sized_by_the_epoch(ratings):
+    """A batch size beyond the data trains one batch, as the reference does.
+
+    The deep kernel keeps buffers for its largest batch: sized by
+    ``batch_size`` itself, 10**9 rows of 16 float32 would ask for 64 GB.
+    """
+    u, i, r = ratings
+    results = []
+    for engine in ("reference", "fast"):
+        core, params = _model("deep-relu")
+        loss = run_epoch(
+            core,
+            params,
+            make_optimizer("sgd", 0.05),
+            u,
+            i,
+            r,
+            batch_size=10**9,
+            loss_fn=get_loss("rmse"),
+            l2=0.01,
+            engine=engine,
+        )
+        results.append((loss, params))
+    (ref_loss, ref_params), (loss, params) = results
+    assert loss == pytest.approx(ref_loss, rel=1e-6)
+    _assert_params_close(params, ref_params, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 64, 10**6])
 def test_epoch_batches_layout(ratings, batch_size):
     """Each batch's distinct rows and compact ids rebuild its ids exactly."""
     u, i, r = ratings

@@ -90,7 +90,9 @@ def _compact(idx, n_rows, batch_size):
     """
     n = len(idx)
     n_full = n // batch_size
-    parts = [idx[: n_full * batch_size].reshape(n_full, batch_size)]
+    # NOTE: no full-batch part when batch_size exceeds n; its (0, batch_size)
+    # shape would still cost an arange of batch_size positions
+    parts = [idx[: n_full * batch_size].reshape(n_full, batch_size)] if n_full else []
     if n > n_full * batch_size:
         parts.append(idx[n_full * batch_size :].reshape(1, -1))
     rows, counts, compact = [], [], []
