@@ -511,8 +511,13 @@ def _memory_ratio(r):
     return (peak - r["baseline_rss_mb"]) / r["data_params_state_mb"]
 
 
-IMPLEMENTATIONS = ("npmf", "keras", "surprise", "cornac", "synthetic", "gemm")
-"""Names ``--only`` takes: the workers of ``benchmarks/worker.py``."""
+def _implementations():
+    """Names ``--only`` takes: the workers of :mod:`benchmarks.worker`."""
+    # NOTE: imported here: ``python benchmarks/run.py`` puts the repository
+    # on sys.path only when it starts main()
+    from benchmarks.worker import RUNNERS
+
+    return tuple(RUNNERS)
 
 
 def _threads(text):
@@ -531,11 +536,12 @@ def _threads(text):
 def _only(text):
     """argparse type of ``--only``: known implementation names, comma separated."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in IMPLEMENTATIONS]
+    known = _implementations()
+    unknown = [name for name in names if name not in known]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
             f"unknown implementation(s) {', '.join(map(repr, unknown)) or repr(text)}; "
-            f"expected a comma-separated subset of {', '.join(IMPLEMENTATIONS)}"
+            f"expected a comma-separated subset of {', '.join(known)}"
         )
     return names
 
@@ -566,7 +572,7 @@ def main(argv=None):
         "--only",
         type=_only,
         default=None,
-        help=f"comma-separated implementations to run: {', '.join(IMPLEMENTATIONS)}",
+        help=f"comma-separated implementations to run: {', '.join(_implementations())}",
     )
     args = parser.parse_args(argv)
     if args.out is not None and args.out.exists() and not args.out.is_dir():
